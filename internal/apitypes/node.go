@@ -1,0 +1,165 @@
+package apitypes
+
+// The node API: what a `cairn node` worker and the server say to each other.
+// A node token reaches only these endpoints and only its own tasks.
+
+type NodeRegister struct {
+	Address   string `json:"address"`
+	Capacity  int64  `json:"capacity"`
+	Available int64  `json:"available"`
+}
+
+type NodeHeartbeat = NodeRegister
+
+// NodeClaim asks for the next runnable task, waiting up to WaitMS.
+type NodeClaim struct {
+	WaitMS int `json:"wait_ms"`
+}
+
+// Operation kinds a node performs.
+const (
+	OpVolumeCreate   = "volume.create"
+	OpVolumeImport   = "volume.import"
+	OpVolumeGrow     = "volume.grow"
+	OpVolumeDelete   = "volume.delete"
+	OpSnapshotCreate = "snapshot.create"
+	OpSnapshotDelete = "snapshot.delete"
+	OpSnapshotApply  = "snapshot.apply"
+	OpSnapshotToVol  = "snapshot.to-volume"
+	OpExportCreate   = "export.create"
+	OpExportDelete   = "export.delete"
+)
+
+// NodeTask is a claimed task with the plan the server computed for it at claim
+// time from the current metadata. The node carries out exactly the plan.
+type NodeTask struct {
+	Task Task `json:"task"`
+	Plan Plan `json:"plan"`
+}
+
+// Plan is what the node must do. Fields not used by an operation are empty.
+type Plan struct {
+	Op       string `json:"op"`
+	VolumeID string `json:"volume_id"`
+	Size     int64  `json:"size,omitempty"`
+	// Tag is the qcow2 snapshot tag to create or apply.
+	Tag string `json:"tag,omitempty"`
+	// SaveTag, when set on an apply, is created first (save_current).
+	SaveTag string `json:"save_tag,omitempty"`
+	// DeleteTags lists the qcow2 tags to delete, children before parents.
+	DeleteTags []string `json:"delete_tags,omitempty"`
+	// Source is a host path to import from; Format its format or "".
+	Source string `json:"source,omitempty"`
+	Format string `json:"format,omitempty"`
+	// TargetVolumeID is the new volume of a to-volume.
+	TargetVolumeID string `json:"target_volume_id,omitempty"`
+	// Purge removes the file even when snapshots remain (volume.delete).
+	Purge bool `json:"purge,omitempty"`
+	// KeepFile keeps the qcow2 file because snapshots remain (volume.delete).
+	KeepFile bool `json:"keep_file,omitempty"`
+	// Export describes the export to start or stop.
+	Export *NodeExport `json:"export,omitempty"`
+	// Exports lists the volume's live exports, which the node stops and
+	// restarts around an offline operation such as apply.
+	Exports []NodeExport `json:"exports,omitempty"`
+	// Sidecar is the volume's sidecar to write when the operation succeeds,
+	// as it will be after the server commits.
+	Sidecar *Sidecar `json:"sidecar,omitempty"`
+	// TargetSidecar is the sidecar of the new volume of a to-volume.
+	TargetSidecar *Sidecar `json:"target_sidecar,omitempty"`
+}
+
+// NodeExport is an export as the node runs it.
+type NodeExport struct {
+	ID       string `json:"id"`
+	VolumeID string `json:"volume_id"`
+	Tag      string `json:"tag,omitempty"` // snapshot tag, empty for the live volume
+	Writable bool   `json:"writable"`
+	Name     string `json:"name"` // NBD export name (random)
+	Port     int    `json:"port"` // 0 = choose
+	Address  string `json:"address"`
+}
+
+// NodeProgress reports progress and log lines of a running task.
+type NodeProgress struct {
+	BytesDone  int64    `json:"bytes_done"`
+	BytesTotal int64    `json:"bytes_total"`
+	Log        []string `json:"log,omitempty"`
+}
+
+// NodeComplete ends a task. Error empty means success.
+type NodeComplete struct {
+	Error     string `json:"error,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+	// Facts the node measured, e.g. the new allocation or the export's port.
+	Allocated int64 `json:"allocated,omitempty"`
+	Size      int64 `json:"size,omitempty"`
+	Port      int   `json:"port,omitempty"`
+	// SnapshotSizes maps created tags to the virtual size they recorded.
+	SnapshotSizes map[string]int64 `json:"snapshot_sizes,omitempty"`
+}
+
+// NodeCancelCheck answers whether the server asked to cancel a running task.
+type NodeCancelCheck struct {
+	Cancel bool `json:"cancel"`
+}
+
+// Sidecar is the small JSON file kept beside each volume's qcow2 file, from
+// which `cairn server --rebuild-metadata` recreates the metadata.
+type Sidecar struct {
+	Version      int               `json:"version"`
+	ID           string            `json:"id"`
+	Project      string            `json:"project"`
+	Name         string            `json:"name"`
+	Kind         string            `json:"kind"`
+	State        string            `json:"state"`
+	Size         int64             `json:"size"`
+	HeadParentID *string           `json:"head_parent_id"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	CreatedAt    string            `json:"created_at"`
+	Snapshots    []SidecarSnapshot `json:"snapshots"`
+}
+
+type SidecarSnapshot struct {
+	ID          string  `json:"id"`
+	Tag         string  `json:"tag"`
+	Name        string  `json:"name"`
+	Description string  `json:"description,omitempty"`
+	ParentID    *string `json:"parent_id"`
+	Kind        string  `json:"kind"` // user or system
+	Size        int64   `json:"size"`
+	CreatedAt   string  `json:"created_at"`
+}
+
+// NodeInventory is what a node reports at start: every volume file it holds
+// and the qcow2 snapshot tags inside.
+type NodeInventory struct {
+	Volumes []InventoryVolume `json:"volumes"`
+}
+
+type InventoryVolume struct {
+	ID        string              `json:"id"`
+	Present   bool                `json:"present"`
+	Error     string              `json:"error,omitempty"` // unreadable file
+	Size      int64               `json:"size"`
+	Allocated int64               `json:"allocated"`
+	Snapshots []InventorySnapshot `json:"snapshots"`
+}
+
+type InventorySnapshot struct {
+	Tag       string `json:"tag"`
+	Size      int64  `json:"size"`
+	CreatedAt string `json:"created_at"`
+}
+
+// NodeVolumes answers a node's request for the volumes and exports it must hold.
+type NodeVolumes struct {
+	Volumes []NodeVolume `json:"volumes"`
+}
+
+type NodeVolume struct {
+	ID      string       `json:"id"`
+	State   string       `json:"state"`
+	Sidecar Sidecar      `json:"sidecar"`
+	Exports []NodeExport `json:"exports"`
+}

@@ -1,0 +1,226 @@
+// Package apitypes holds the JSON bodies of cairn's REST API (/v1), shared by the
+// server (httpapi) and its Go client. The OpenAPI document served at
+// /v1/openapi.json describes exactly these types; a test keeps them in step.
+package apitypes
+
+import "time"
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// List is the shape of every list answer. NextCursor is empty on the last page.
+type List[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// Roles of a token.
+const (
+	RoleAdmin    = "admin"
+	RoleOperator = "operator"
+	RoleViewer   = "viewer"
+)
+
+// SystemProject holds admin tokens and no volumes; DefaultProject is where an
+// admin acts without --project.
+const (
+	SystemProject  = "system"
+	DefaultProject = "default"
+)
+
+// HeaderProject lets an admin token act in another project.
+const HeaderProject = "Cairn-Project"
+
+type Project struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type ProjectCreate struct {
+	Name string `json:"name"`
+}
+
+type Token struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Project   string     `json:"project"` // project name
+	Role      string     `json:"role"`
+	CreatedAt time.Time  `json:"created_at"`
+	LastUsed  *time.Time `json:"last_used_at"`
+	// Secret is set only in the answer to a create, once.
+	Secret string `json:"secret,omitempty"`
+}
+
+type TokenCreate struct {
+	Name    string `json:"name"`
+	Project string `json:"project"` // defaults to the caller's project
+	Role    string `json:"role"`
+}
+
+// Volume kinds and states.
+const (
+	KindRoot = "root"
+	KindData = "data"
+
+	VolumeCreating  = "creating"
+	VolumeReady     = "ready"
+	VolumeApplying  = "applying"
+	VolumeGrowing   = "growing"
+	VolumeDeleting  = "deleting"
+	VolumeDeleted   = "deleted" // live disk gone, snapshots kept
+	VolumeError     = "error"
+	VolumeImporting = "importing"
+)
+
+type Volume struct {
+	ID            string            `json:"id"`
+	Name          string            `json:"name"`
+	Project       string            `json:"project"`
+	Kind          string            `json:"kind"`
+	Node          string            `json:"node"`
+	Size          int64             `json:"size"`
+	Allocated     int64             `json:"allocated"`
+	Format        string            `json:"format"`
+	State         string            `json:"state"`
+	StateDetail   string            `json:"state_detail,omitempty"`
+	HeadParentID  *string           `json:"head_parent_id"`
+	SnapshotCount int               `json:"snapshot_count"`
+	Exports       []Export          `json:"exports"`
+	Labels        map[string]string `json:"labels"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+}
+
+type VolumeCreate struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	Kind string `json:"kind,omitempty"` // root or data (default data)
+	Node string `json:"node,omitempty"`
+}
+
+type VolumeImport struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`             // on the node's host
+	Format string `json:"format,omitempty"` // qcow2, raw, vmdk, vhdx; probed when empty
+	Kind   string `json:"kind,omitempty"`
+	Node   string `json:"node,omitempty"`
+}
+
+type VolumeGrow struct {
+	Size int64 `json:"size"`
+}
+
+// Snapshot states.
+const (
+	SnapshotCreating = "creating"
+	SnapshotReady    = "ready"
+	SnapshotDeleting = "deleting"
+	SnapshotOrphan   = "orphan"  // found in the qcow2 file, unknown to the metadata
+	SnapshotMissing  = "missing" // in the metadata, absent from the qcow2 file
+)
+
+type Snapshot struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	VolumeID    string    `json:"volume_id"`
+	ParentID    *string   `json:"parent_id"`
+	State       string    `json:"state"`
+	Size        int64     `json:"size"` // virtual size of the disk at the snapshot
+	Kind        string    `json:"kind"` // "disk"
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+type SnapshotCreate struct {
+	Name        string `json:"name,omitempty"` // generated when empty
+	Description string `json:"description,omitempty"`
+}
+
+type SnapshotApply struct {
+	SaveCurrent bool `json:"save_current,omitempty"`
+	// Name for the volume when the volume is deleted and its name was taken.
+	Name string `json:"name,omitempty"`
+}
+
+type SnapshotToVolume struct {
+	Name string `json:"name"`
+	Node string `json:"node,omitempty"`
+}
+
+type Export struct {
+	ID         string    `json:"id"`
+	VolumeID   string    `json:"volume_id"`
+	SnapshotID *string   `json:"snapshot_id"`
+	URI        string    `json:"uri"`
+	Writable   bool      `json:"writable"`
+	State      string    `json:"state"` // starting, ready, stopping, error
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+type ExportCreate struct {
+	Snapshot string `json:"snapshot,omitempty"` // name or id; empty = the live volume
+	Writable bool   `json:"writable,omitempty"`
+}
+
+// Task states.
+const (
+	TaskQueued    = "queued"
+	TaskRunning   = "running"
+	TaskSucceeded = "succeeded"
+	TaskFailed    = "failed"
+	TaskCanceled  = "canceled"
+)
+
+// TaskDone reports whether a task state is final.
+func TaskDone(state string) bool {
+	return state == TaskSucceeded || state == TaskFailed || state == TaskCanceled
+}
+
+type Task struct {
+	ID           string     `json:"id"`
+	Kind         string     `json:"kind"`
+	State        string     `json:"state"`
+	Project      string     `json:"project"`
+	Node         string     `json:"node"`
+	VolumeID     string     `json:"volume_id,omitempty"`
+	ResourceType string     `json:"resource_type"` // volume, snapshot, export
+	ResourceID   string     `json:"resource_id"`
+	BytesDone    int64      `json:"bytes_done"`
+	BytesTotal   int64      `json:"bytes_total"`
+	Error        string     `json:"error,omitempty"`
+	ErrorCode    string     `json:"error_code,omitempty"`
+	Log          []string   `json:"log"`
+	Cancelable   bool       `json:"cancelable"`
+	CreatedAt    time.Time  `json:"created_at"`
+	StartedAt    *time.Time `json:"started_at"`
+	FinishedAt   *time.Time `json:"finished_at"`
+	// Result names resources the task made, e.g. {"saved_snapshot_id": "..."}.
+	Result map[string]string `json:"result,omitempty"`
+}
+
+// Node states.
+const (
+	NodeOnline  = "online"
+	NodeOffline = "offline"
+)
+
+type Node struct {
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Address     string     `json:"address"`
+	State       string     `json:"state"`
+	Capacity    int64      `json:"capacity"`  // bytes of the data directory's filesystem
+	Available   int64      `json:"available"` // bytes free there
+	HeartbeatAt *time.Time `json:"heartbeat_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	// Token is set only in the answer to a create, once.
+	Token string `json:"token,omitempty"`
+}
+
+type NodeCreate struct {
+	Name string `json:"name"`
+}

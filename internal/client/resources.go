@@ -1,0 +1,258 @@
+package client
+
+import (
+	"context"
+	"net/url"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+)
+
+// Whoami is the answer of GET /v1/whoami: the caller's token and the project
+// it acts in (the Cairn-Project one for an admin that set it).
+type Whoami struct {
+	Token   apitypes.Token   `json:"token"`
+	Project apitypes.Project `json:"project"`
+}
+
+// Whoami checks the token and tells who the caller is.
+func (c *Client) Whoami(ctx context.Context) (Whoami, error) {
+	var w Whoami
+	err := c.get(ctx, "/v1/whoami", nil, &w)
+	return w, err
+}
+
+// Projects (admin, except GetProject of one's own).
+
+// ListProjects returns one page of projects (admin).
+func (c *Client) ListProjects(ctx context.Context, opts ListOptions) (apitypes.List[apitypes.Project], error) {
+	return list[apitypes.Project](ctx, c, "/v1/projects", opts, nil)
+}
+
+// AllProjects returns every project (admin).
+func (c *Client) AllProjects(ctx context.Context) ([]apitypes.Project, error) {
+	return all(ctx, c.ListProjects)
+}
+
+// CreateProject makes a project (admin).
+func (c *Client) CreateProject(ctx context.Context, in apitypes.ProjectCreate) (apitypes.Project, error) {
+	var out apitypes.Project
+	err := c.post(ctx, "/v1/projects", in, &out)
+	return out, err
+}
+
+// GetProject returns a project by name or id.
+func (c *Client) GetProject(ctx context.Context, project string) (apitypes.Project, error) {
+	var out apitypes.Project
+	err := c.get(ctx, p("/v1/projects/", project), nil, &out)
+	return out, err
+}
+
+// DeleteProject deletes a project (admin).
+func (c *Client) DeleteProject(ctx context.Context, project string) error {
+	return c.del(ctx, p("/v1/projects/", project), nil, nil)
+}
+
+// Tokens of the acting project.
+
+// ListTokens returns one page of the acting project's tokens.
+func (c *Client) ListTokens(ctx context.Context, opts ListOptions) (apitypes.List[apitypes.Token], error) {
+	return list[apitypes.Token](ctx, c, "/v1/tokens", opts, nil)
+}
+
+// AllTokens returns every token of the acting project.
+func (c *Client) AllTokens(ctx context.Context) ([]apitypes.Token, error) {
+	return all(ctx, c.ListTokens)
+}
+
+// CreateToken makes a token; its Secret is in this answer only.
+func (c *Client) CreateToken(ctx context.Context, in apitypes.TokenCreate) (apitypes.Token, error) {
+	var out apitypes.Token
+	err := c.post(ctx, "/v1/tokens", in, &out)
+	return out, err
+}
+
+// DeleteToken revokes a token (admin).
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.del(ctx, p("/v1/tokens/", id), nil, nil)
+}
+
+// Volumes. Every volume, snapshot and export argument is a name or an id.
+
+// ListVolumes returns one page of the project's volumes.
+func (c *Client) ListVolumes(ctx context.Context, opts ListOptions) (apitypes.List[apitypes.Volume], error) {
+	return list[apitypes.Volume](ctx, c, "/v1/volumes", opts, nil)
+}
+
+// AllVolumes returns every volume of the project.
+func (c *Client) AllVolumes(ctx context.Context) ([]apitypes.Volume, error) {
+	return all(ctx, c.ListVolumes)
+}
+
+// CreateVolume makes an empty volume; the task's ResourceID is the volume.
+func (c *Client) CreateVolume(ctx context.Context, in apitypes.VolumeCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, "/v1/volumes", in, &out)
+	return out, err
+}
+
+// ImportVolume makes a volume from a disk image at a path on the node's host.
+func (c *Client) ImportVolume(ctx context.Context, in apitypes.VolumeImport) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, "/v1/volumes/import", in, &out)
+	return out, err
+}
+
+// GetVolume returns a volume by name or id.
+func (c *Client) GetVolume(ctx context.Context, volume string) (apitypes.Volume, error) {
+	var out apitypes.Volume
+	err := c.get(ctx, p("/v1/volumes/", volume), nil, &out)
+	return out, err
+}
+
+// DeleteVolume deletes the live disk; with purge the snapshots go too.
+func (c *Client) DeleteVolume(ctx context.Context, volume string, purge bool) (apitypes.Task, error) {
+	var q url.Values
+	if purge {
+		q = url.Values{"purge": {"true"}}
+	}
+	var out apitypes.Task
+	err := c.del(ctx, p("/v1/volumes/", volume), q, &out)
+	return out, err
+}
+
+// GrowVolume grows a volume's virtual size.
+func (c *Client) GrowVolume(ctx context.Context, volume string, in apitypes.VolumeGrow) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/grow"), in, &out)
+	return out, err
+}
+
+// RevertVolume applies the volume's head_parent snapshot, throwing away what
+// changed since.
+func (c *Client) RevertVolume(ctx context.Context, volume string) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/revert"), struct{}{}, &out)
+	return out, err
+}
+
+// Snapshots of one volume, oldest first.
+
+// ListSnapshots returns one page of a volume's snapshots, oldest first.
+func (c *Client) ListSnapshots(ctx context.Context, volume string, opts ListOptions) (apitypes.List[apitypes.Snapshot], error) {
+	return list[apitypes.Snapshot](ctx, c, p("/v1/volumes/", volume, "/snapshots"), opts, nil)
+}
+
+// AllSnapshots returns every snapshot of a volume, oldest first.
+func (c *Client) AllSnapshots(ctx context.Context, volume string) ([]apitypes.Snapshot, error) {
+	return all(ctx, func(ctx context.Context, o ListOptions) (apitypes.List[apitypes.Snapshot], error) {
+		return c.ListSnapshots(ctx, volume, o)
+	})
+}
+
+// CreateSnapshot snapshots a volume; the task's ResourceID is the snapshot, under the task's VolumeID.
+func (c *Client) CreateSnapshot(ctx context.Context, volume string, in apitypes.SnapshotCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/snapshots"), in, &out)
+	return out, err
+}
+
+// GetSnapshot returns a snapshot of a volume.
+func (c *Client) GetSnapshot(ctx context.Context, volume, snapshot string) (apitypes.Snapshot, error) {
+	var out apitypes.Snapshot
+	err := c.get(ctx, p("/v1/volumes/", volume, "/snapshots/", snapshot), nil, &out)
+	return out, err
+}
+
+// DeleteSnapshot deletes one snapshot, or with subtree the snapshot and all
+// its descendants.
+func (c *Client) DeleteSnapshot(ctx context.Context, volume, snapshot string, subtree bool) (apitypes.Task, error) {
+	var q url.Values
+	if subtree {
+		q = url.Values{"subtree": {"true"}}
+	}
+	var out apitypes.Task
+	err := c.del(ctx, p("/v1/volumes/", volume, "/snapshots/", snapshot), q, &out)
+	return out, err
+}
+
+// ApplySnapshot makes the volume's disk the snapshot's. With SaveCurrent the
+// task's Result["saved_snapshot_id"] names the snapshot of the former state.
+func (c *Client) ApplySnapshot(ctx context.Context, volume, snapshot string, in apitypes.SnapshotApply) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/snapshots/", snapshot, "/apply"), in, &out)
+	return out, err
+}
+
+// SnapshotToVolume makes a new volume from a snapshot; the task's ResourceID is
+// the new volume.
+func (c *Client) SnapshotToVolume(ctx context.Context, volume, snapshot string, in apitypes.SnapshotToVolume) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/snapshots/", snapshot, "/to-volume"), in, &out)
+	return out, err
+}
+
+// Exports (NBD) of a volume or of its snapshots.
+
+// ListExports returns one page of a volume's exports.
+func (c *Client) ListExports(ctx context.Context, volume string, opts ListOptions) (apitypes.List[apitypes.Export], error) {
+	return list[apitypes.Export](ctx, c, p("/v1/volumes/", volume, "/exports"), opts, nil)
+}
+
+// AllExports returns every export of a volume.
+func (c *Client) AllExports(ctx context.Context, volume string) ([]apitypes.Export, error) {
+	return all(ctx, func(ctx context.Context, o ListOptions) (apitypes.List[apitypes.Export], error) {
+		return c.ListExports(ctx, volume, o)
+	})
+}
+
+// CreateExport exports the volume, or one of its snapshots, over NBD; the task's ResourceID is the export.
+func (c *Client) CreateExport(ctx context.Context, volume string, in apitypes.ExportCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/exports"), in, &out)
+	return out, err
+}
+
+// GetExport returns an export of a volume.
+func (c *Client) GetExport(ctx context.Context, volume, export string) (apitypes.Export, error) {
+	var out apitypes.Export
+	err := c.get(ctx, p("/v1/volumes/", volume, "/exports/", export), nil, &out)
+	return out, err
+}
+
+// DeleteExport stops an export.
+func (c *Client) DeleteExport(ctx context.Context, volume, export string) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.del(ctx, p("/v1/volumes/", volume, "/exports/", export), nil, &out)
+	return out, err
+}
+
+// Nodes.
+
+// ListNodes returns one page of nodes.
+func (c *Client) ListNodes(ctx context.Context, opts ListOptions) (apitypes.List[apitypes.Node], error) {
+	return list[apitypes.Node](ctx, c, "/v1/nodes", opts, nil)
+}
+
+// AllNodes returns every node.
+func (c *Client) AllNodes(ctx context.Context) ([]apitypes.Node, error) {
+	return all(ctx, c.ListNodes)
+}
+
+// CreateNode registers a node name (admin); the node's Token is in this answer only.
+func (c *Client) CreateNode(ctx context.Context, in apitypes.NodeCreate) (apitypes.Node, error) {
+	var out apitypes.Node
+	err := c.post(ctx, "/v1/nodes", in, &out)
+	return out, err
+}
+
+// GetNode returns a node by name or id.
+func (c *Client) GetNode(ctx context.Context, node string) (apitypes.Node, error) {
+	var out apitypes.Node
+	err := c.get(ctx, p("/v1/nodes/", node), nil, &out)
+	return out, err
+}
+
+// DeleteNode removes a node (admin).
+func (c *Client) DeleteNode(ctx context.Context, node string) error {
+	return c.del(ctx, p("/v1/nodes/", node), nil, nil)
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cairn needs when they are missing.
+#   scripts/deps.sh run    tools the server and node use
+#   scripts/deps.sh test   those plus what the tests drive
+# As root it runs apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+what=${1:-run}
+
+# command -> Debian package
+declare -A pkg=(
+  [qemu-img]=qemu-utils
+  [qemu-io]=qemu-utils
+  [qemu-nbd]=qemu-utils
+  [qemu-storage-daemon]=qemu-system-common
+)
+if [ "$what" = test ] || [ "$what" = bench ]; then
+  pkg[nbdinfo]=libnbd-bin
+  pkg[nbdcopy]=libnbd-bin
+fi
+if [ "$what" = bench ]; then
+  pkg[hyperfine]=hyperfine
+fi
+
+missing=()
+for cmd in "${!pkg[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+# unique, sorted
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "Go is not installed: install Go 1.26 or newer first" >&2
+  exit 1
+fi
+
+line="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing packages: ${missing[*]}" >&2
+  echo "run as root:  $line" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
