@@ -34,12 +34,16 @@ const (
 
 // DB is an open metadata store.
 type DB struct {
-	sql     *sql.DB
+	sql     *sql.DB // read-write transactions
+	ro      *sql.DB // read-only transactions (the same pool on PostgreSQL)
 	dialect Dialect
 }
 
-// Open wraps an open *sql.DB and brings its schema to the newest version.
-func Open(ctx context.Context, db *sql.DB, dialect Dialect) (*DB, error) {
+// Open wraps open handles and brings the schema to the newest version. ro
+// serves View; it may be the same handle as db. SQLite uses two: a single
+// writer connection whose transactions take the write lock at BEGIN, and a
+// pool of readers that never wait for it (WAL).
+func Open(ctx context.Context, db, ro *sql.DB, dialect Dialect) (*DB, error) {
 	prov, err := goose.NewProvider(goose.Dialect(dialectName(dialect)), db, migrationsFS())
 	if err != nil {
 		return nil, fmt.Errorf("metadata migrations: %w", err)
@@ -47,7 +51,10 @@ func Open(ctx context.Context, db *sql.DB, dialect Dialect) (*DB, error) {
 	if _, err := prov.Up(ctx); err != nil {
 		return nil, fmt.Errorf("metadata migrations: %w", err)
 	}
-	return &DB{sql: db, dialect: dialect}, nil
+	if ro == nil {
+		ro = db
+	}
+	return &DB{sql: db, ro: ro, dialect: dialect}, nil
 }
 
 func dialectName(d Dialect) string {
@@ -66,7 +73,15 @@ func migrationsFS() fs.FS {
 }
 
 // Close closes the underlying database.
-func (db *DB) Close() error { return db.sql.Close() }
+func (db *DB) Close() error {
+	err := db.sql.Close()
+	if db.ro != db.sql {
+		if rerr := db.ro.Close(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
 
 // SQL returns the underlying database (for tests and health checks).
 func (db *DB) SQL() *sql.DB { return db.sql }
@@ -92,9 +107,13 @@ func (db *DB) run(ctx context.Context, readOnly bool, fn func(*Tx) error) error 
 	if readOnly && db.dialect == Postgres {
 		opts = &sql.TxOptions{ReadOnly: true}
 	}
+	pool := db.sql
+	if readOnly {
+		pool = db.ro
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		tx, err := db.sql.BeginTx(ctx, opts)
+		tx, err := pool.BeginTx(ctx, opts)
 		if err != nil {
 			return fmt.Errorf("metadata: begin: %w", err)
 		}

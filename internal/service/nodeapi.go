@@ -52,41 +52,54 @@ func (s *Service) Claim(ctx context.Context, c Caller, wait time.Duration) (*api
 		ch := s.changed.wait()
 		var out *apitypes.NodeTask
 		var failed []meta.Task
-		err := s.db.Update(ctx, func(tx *meta.Tx) error {
-			for {
-				t, err := tx.NextRunnableTask(ctx, c.NodeID)
-				if meta.IsNoRows(err) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				o, err := s.outcome(ctx, tx, t)
-				if err != nil {
-					// The plan cannot be made (e.g. nothing left to revert): the task fails now.
-					if uerr := s.undo(ctx, tx, t, nil); uerr != nil {
-						return uerr
+		// Look first without taking the write lock: idle nodes poll often.
+		runnable := false
+		err := s.db.View(ctx, func(tx *meta.Tx) error {
+			_, err := tx.NextRunnableTask(ctx, c.NodeID)
+			if err == nil {
+				runnable = true
+			} else if meta.IsNoRows(err) {
+				err = nil
+			}
+			return err
+		})
+		if err == nil && runnable {
+			err = s.db.Update(ctx, func(tx *meta.Tx) error {
+				for {
+					t, err := tx.NextRunnableTask(ctx, c.NodeID)
+					if meta.IsNoRows(err) {
+						return nil
 					}
-					s.finish(&t, apitypes.TaskFailed, err.Error(), core.CodeOf(err))
+					if err != nil {
+						return err
+					}
+					o, err := s.outcome(ctx, tx, t)
+					if err != nil {
+						// The plan cannot be made (e.g. nothing left to revert): the task fails now.
+						if uerr := s.undo(ctx, tx, t, nil); uerr != nil {
+							return uerr
+						}
+						s.finish(&t, apitypes.TaskFailed, err.Error(), core.CodeOf(err))
+						if err := tx.UpdateTask(ctx, t); err != nil {
+							return err
+						}
+						failed = append(failed, t)
+						continue
+					}
+					now := s.now()
+					t.State, t.StartedAt = apitypes.TaskRunning, &now
 					if err := tx.UpdateTask(ctx, t); err != nil {
 						return err
 					}
-					failed = append(failed, t)
-					continue
+					j, err := s.taskJSON(ctx, tx, t)
+					if err != nil {
+						return err
+					}
+					out = &apitypes.NodeTask{Task: j, Plan: o.plan}
+					return nil
 				}
-				now := s.now()
-				t.State, t.StartedAt = apitypes.TaskRunning, &now
-				if err := tx.UpdateTask(ctx, t); err != nil {
-					return err
-				}
-				j, err := s.taskJSON(ctx, tx, t)
-				if err != nil {
-					return err
-				}
-				out = &apitypes.NodeTask{Task: j, Plan: o.plan}
-				return nil
-			}
-		})
+			})
+		}
 		for _, t := range failed {
 			s.taskFinished(t)
 		}

@@ -104,7 +104,9 @@ type Caller struct {
 func (c Caller) IsAdmin() bool { return c.Role == apitypes.RoleAdmin }
 
 // CanWrite reports whether the caller may change things in its project.
-func (c Caller) CanWrite() bool { return c.Role == apitypes.RoleAdmin || c.Role == apitypes.RoleOperator }
+func (c Caller) CanWrite() bool {
+	return c.Role == apitypes.RoleAdmin || c.Role == apitypes.RoleOperator
+}
 
 func (c Caller) requireWrite() error {
 	if !c.CanWrite() {
@@ -143,6 +145,7 @@ func (s *Service) Authenticate(ctx context.Context, secret, project string) (Cal
 	}
 	hash := HashToken(secret)
 	var c Caller
+	touch := false
 	err := s.db.View(ctx, func(tx *meta.Tx) error {
 		tok, err := tx.TokenByHash(ctx, hash)
 		if meta.IsNoRows(err) {
@@ -161,6 +164,7 @@ func (s *Service) Authenticate(ctx context.Context, secret, project string) (Cal
 			return err
 		}
 		c = Caller{TokenID: tok.ID, Role: tok.Role, ProjectID: home.ID, ProjectName: home.Name}
+		touch = tok.LastUsed == nil || s.now().Sub(*tok.LastUsed) > time.Minute
 		if c.Role == apitypes.RoleAdmin && project == "" && home.Name == apitypes.SystemProject {
 			project = apitypes.DefaultProject
 		}
@@ -179,7 +183,7 @@ func (s *Service) Authenticate(ctx context.Context, secret, project string) (Cal
 	if err != nil {
 		return Caller{}, err
 	}
-	if c.TokenID != "" {
+	if touch {
 		_ = s.db.Update(ctx, func(tx *meta.Tx) error { return tx.TouchToken(ctx, c.TokenID, s.now()) })
 	}
 	return c, nil

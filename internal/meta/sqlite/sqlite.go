@@ -16,25 +16,39 @@ import (
 
 // Open opens (creating if needed) the database at path and migrates it.
 func Open(ctx context.Context, path string) (*meta.DB, error) {
+	w, err := open(ctx, path, "immediate", 1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := open(ctx, path, "deferred", 8)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	m, err := meta.Open(ctx, w, r, meta.SQLite)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	return m, nil
+}
+
+func open(ctx context.Context, path, txlock string, conns int) (*sql.DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
+	q.Set("_txlock", txlock)
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(4)
+	db.SetMaxOpenConns(conns)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
-	m, err := meta.Open(ctx, db, meta.SQLite)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open metadata %s: %w", path, err)
-	}
-	return m, nil
+	return db, nil
 }
