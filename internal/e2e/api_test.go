@@ -84,7 +84,7 @@ func TestAPIAuthRolesAndProjects(t *testing.T) {
 	opA, viewA, opB := tok("alpha", "operator"), tok("alpha", "viewer"), tok("beta", "operator")
 
 	// The operator of alpha makes a volume; beta cannot see or touch it: 404.
-	task := mustTask(t, opA, opA.CreateVolume(ctx, apitypes.VolumeCreate{Name: "data1", Size: 1 << 20}))
+	task := waitOK(t, opA)(opA.CreateVolume(ctx, apitypes.VolumeCreate{Name: "data1", Size: 1 << 20}))
 	volID := task.ResourceID
 	if _, err := opB.GetVolume(ctx, volID); core.KindOf(err) != core.KindNotFound {
 		t.Fatalf("beta reads alpha's volume by id: %v, want 404", err)
@@ -140,7 +140,7 @@ func TestAPIBadInput(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	ctx := testCtx(t)
 	c := srv.Client(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "v1", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "v1", Size: 1 << 20}))
 
 	cases := []struct {
 		method, path, body string
@@ -188,11 +188,11 @@ func TestAPIPagination(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	ctx := testCtx(t)
 	c := srv.Client(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "pages", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "pages", Size: 1 << 20}))
 	var want []string
 	for i := 0; i < 7; i++ {
 		name := fmt.Sprintf("s%02d", i)
-		mustTask(t, c, c.CreateSnapshot(ctx, "pages", apitypes.SnapshotCreate{Name: name}))
+		waitOK(t, c)(c.CreateSnapshot(ctx, "pages", apitypes.SnapshotCreate{Name: name}))
 		want = append(want, name)
 	}
 	var got []string

@@ -61,11 +61,11 @@ func TestCrashBetweenDiskAndMetadata(t *testing.T) {
 	srv := startServer(t, serverOpts{data: data})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "vol", Size: 1 << 20}))
-	mustTask(t, c, c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "a"}))
-	mustTask(t, c, c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "b"}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "vol", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "a"}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "b"}))
 	// A writable export that must come back on the same URI after the crash.
-	et := mustTask(t, c, c.CreateExport(ctx, "vol", apitypes.ExportCreate{Writable: true}))
+	et := waitOK(t, c)(c.CreateExport(ctx, "vol", apitypes.ExportCreate{Writable: true}))
 	exp, _ := c.GetExport(ctx, "vol", et.ResourceID)
 	srv.Stop()
 	submit := func(fn func(c *client.Client) (apitypes.Task, error)) func(c *client.Client) {
@@ -118,7 +118,7 @@ func TestCrashBetweenDiskAndMetadata(t *testing.T) {
 	if _, err := c.ApplySnapshot(testCtx(t), "vol", "a", apitypes.SnapshotApply{}); err == nil {
 		t.Fatal("applying a missing snapshot was accepted")
 	}
-	mustTask(t, c, c.DeleteSnapshot(testCtx(t), "vol", "a", false))
+	waitOK(t, c)(c.DeleteSnapshot(testCtx(t), "vol", "a", false))
 	if got := treeOf(t, c, "vol"); !strings.HasPrefix(got, "b<-:ready orphan-") {
 		t.Fatalf("after deleting the missing snapshot: %s", got)
 	}
@@ -143,10 +143,10 @@ func TestKilledServerLeavesNoHelpers(t *testing.T) {
 	srv := startServer(t, serverOpts{data: data})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "vol", Size: 1 << 20}))
-	mustTask(t, c, c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "s"}))
-	mustTask(t, c, c.CreateExport(ctx, "vol", apitypes.ExportCreate{Writable: true}))
-	mustTask(t, c, c.CreateExport(ctx, "vol", apitypes.ExportCreate{Snapshot: "s"}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "vol", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "vol", apitypes.SnapshotCreate{Name: "s"}))
+	waitOK(t, c)(c.CreateExport(ctx, "vol", apitypes.ExportCreate{Writable: true}))
+	waitOK(t, c)(c.CreateExport(ctx, "vol", apitypes.ExportCreate{Snapshot: "s"}))
 	pids := helperPIDs(t, data)
 	if len(pids) != 2 {
 		t.Fatalf("helpers running: %v, want 2", pids)
@@ -223,13 +223,13 @@ func TestRebuildMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	ct := srv.Client(t, client.WithProject("team"))
-	mustTask(t, ct, ct.CreateVolume(ctx, apitypes.VolumeCreate{Name: "web", Size: 1 << 20, Kind: apitypes.KindRoot}))
+	waitOK(t, ct)(ct.CreateVolume(ctx, apitypes.VolumeCreate{Name: "web", Size: 1 << 20, Kind: apitypes.KindRoot}))
 	for _, n := range []string{"a", "b"} {
-		mustTask(t, ct, ct.CreateSnapshot(ctx, "web", apitypes.SnapshotCreate{Name: n}))
+		waitOK(t, ct)(ct.CreateSnapshot(ctx, "web", apitypes.SnapshotCreate{Name: n}))
 	}
-	mustTask(t, ct, ct.ApplySnapshot(ctx, "web", "a", apitypes.SnapshotApply{}))
-	mustTask(t, ct, ct.CreateSnapshot(ctx, "web", apitypes.SnapshotCreate{Name: "c"}))
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "plain", Size: 2 << 20}))
+	waitOK(t, ct)(ct.ApplySnapshot(ctx, "web", "a", apitypes.SnapshotApply{}))
+	waitOK(t, ct)(ct.CreateSnapshot(ctx, "web", apitypes.SnapshotCreate{Name: "c"}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "plain", Size: 2 << 20}))
 	before := treeOf(t, ct, "web")
 	srv.Stop()
 	for _, f := range []string{"cairn.db", "cairn.db-wal", "cairn.db-shm", "admin.token"} {

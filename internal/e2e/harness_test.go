@@ -223,6 +223,23 @@ func mustTask(t testing.TB, c *client.Client, task apitypes.Task, err error) api
 	return done
 }
 
+// waitOK returns a function that waits for a submitted task and fails the
+// test unless it succeeded: waitOK(t, c)(c.CreateVolume(ctx, req)).
+func waitOK(t testing.TB, c *client.Client) func(apitypes.Task, error) apitypes.Task {
+	return func(task apitypes.Task, err error) apitypes.Task {
+		t.Helper()
+		return mustTask(t, c, task, err)
+	}
+}
+
+// waitFail is waitOK for a task that must fail.
+func waitFail(t testing.TB, c *client.Client) func(apitypes.Task, error) apitypes.Task {
+	return func(task apitypes.Task, err error) apitypes.Task {
+		t.Helper()
+		return failTask(t, c, task, err)
+	}
+}
+
 // failTask waits for a task and fails the test unless it failed.
 func failTask(t testing.TB, c *client.Client, task apitypes.Task, err error) apitypes.Task {
 	t.Helper()

@@ -101,7 +101,7 @@ type treeRun struct {
 func newTreeRun(t *testing.T, srv *serverProc, c *client.Client, name string, exported bool) *treeRun {
 	ctx := testCtx(t)
 	size := int64(1 << 20)
-	task := mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: name, Size: size}))
+	task := waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: name, Size: size}))
 	vol, err := c.GetVolume(ctx, task.ResourceID)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ func newTreeRun(t *testing.T, srv *serverProc, c *client.Client, name string, ex
 // export makes an export and returns its id and URI.
 func (r *treeRun) export(snapshot string, writable bool) (string, string) {
 	ctx := testCtx(r.t)
-	task := mustTask(r.t, r.c, r.c.CreateExport(ctx, r.vol.ID, apitypes.ExportCreate{Snapshot: snapshot, Writable: writable}))
+	task := waitOK(r.t, r.c)(r.c.CreateExport(ctx, r.vol.ID, apitypes.ExportCreate{Snapshot: snapshot, Writable: writable}))
 	e, err := r.c.GetExport(ctx, r.vol.ID, task.ResourceID)
 	if err != nil {
 		r.t.Fatal(err)
@@ -129,7 +129,7 @@ func (r *treeRun) export(snapshot string, writable bool) (string, string) {
 }
 
 func (r *treeRun) unexport(id string) {
-	mustTask(r.t, r.c, r.c.DeleteExport(testCtx(r.t), r.vol.ID, id))
+	waitOK(r.t, r.c)(r.c.DeleteExport(testCtx(r.t), r.vol.ID, id))
 }
 
 func (r *treeRun) write(cl int, pattern byte) {
@@ -265,15 +265,15 @@ func (r *treeRun) step(line string) {
 	case "create":
 		if r.exported {
 			stop := r.backgroundWriter()
-			mustTask(r.t, r.c, r.c.CreateSnapshot(ctx, r.vol.ID, apitypes.SnapshotCreate{Name: f[1]}))
+			waitOK(r.t, r.c)(r.c.CreateSnapshot(ctx, r.vol.ID, apitypes.SnapshotCreate{Name: f[1]}))
 			stop()
 		} else {
-			mustTask(r.t, r.c, r.c.CreateSnapshot(ctx, r.vol.ID, apitypes.SnapshotCreate{Name: f[1]}))
+			waitOK(r.t, r.c)(r.c.CreateSnapshot(ctx, r.vol.ID, apitypes.SnapshotCreate{Name: f[1]}))
 		}
 		r.m.create(f[1])
 	case "apply":
 		save := len(f) > 2 && f[2] == "save"
-		task := mustTask(r.t, r.c, r.c.ApplySnapshot(ctx, r.vol.ID, f[1], apitypes.SnapshotApply{SaveCurrent: save}))
+		task := waitOK(r.t, r.c)(r.c.ApplySnapshot(ctx, r.vol.ID, f[1], apitypes.SnapshotApply{SaveCurrent: save}))
 		if save {
 			id := task.Result["saved_snapshot_id"]
 			sn, err := r.c.GetSnapshot(ctx, r.vol.ID, id)
@@ -294,17 +294,17 @@ func (r *treeRun) step(line string) {
 			r.m.apply(r.m.head)
 		}
 	case "delete":
-		mustTask(r.t, r.c, r.c.DeleteSnapshot(ctx, r.vol.ID, f[1], false))
+		waitOK(r.t, r.c)(r.c.DeleteSnapshot(ctx, r.vol.ID, f[1], false))
 		r.m.deleteOne(f[1])
 	case "delete-subtree":
-		mustTask(r.t, r.c, r.c.DeleteSnapshot(ctx, r.vol.ID, f[1], true))
+		waitOK(r.t, r.c)(r.c.DeleteSnapshot(ctx, r.vol.ID, f[1], true))
 		r.m.deleteSubtree(f[1])
 	case "grow":
 		size, err := core.ParseSize(f[1])
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		mustTask(r.t, r.c, r.c.GrowVolume(ctx, r.vol.ID, apitypes.VolumeGrow{Size: size}))
+		waitOK(r.t, r.c)(r.c.GrowVolume(ctx, r.vol.ID, apitypes.VolumeGrow{Size: size}))
 		r.m.size = size
 		r.m.live = append(r.m.live, make([]byte, size/cluster-int64(len(r.m.live)))...)
 	default:

@@ -30,7 +30,7 @@ func TestImportFormats(t *testing.T) {
 			runTool(t, "qemu-img", "convert", "-f", "raw", "-O", format, raw, src)
 		}
 		name := "imp-" + format
-		task := mustTask(t, c, c.ImportVolume(ctx, apitypes.VolumeImport{Name: name, Path: src}))
+		task := waitOK(t, c)(c.ImportVolume(ctx, apitypes.VolumeImport{Name: name, Path: src}))
 		if task.BytesTotal == 0 {
 			t.Errorf("%s import reported no progress total", format)
 		}
@@ -48,7 +48,7 @@ func TestImportFormats(t *testing.T) {
 	// A file that is not an image of the given format fails the task cleanly.
 	bad := filepath.Join(dir, "bad.vmdk")
 	os.WriteFile(bad, []byte("not a vmdk"), 0o644)
-	task := failTask(t, c, c.ImportVolume(ctx, apitypes.VolumeImport{Name: "bad", Path: bad, Format: "vmdk"}))
+	task := waitFail(t, c)(c.ImportVolume(ctx, apitypes.VolumeImport{Name: "bad", Path: bad, Format: "vmdk"}))
 	if task.Error == "" {
 		t.Fatal("failed import has no error message")
 	}
@@ -61,10 +61,10 @@ func TestDeletedVolumeKeepsSnapshots(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "root1", Size: 1 << 20, Kind: apitypes.KindRoot}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "root1", Size: 1 << 20, Kind: apitypes.KindRoot}))
 	r := &treeRun{t: t, c: c, srv: srv, vol: mustVolume(t, c, "root1"), m: newModel(1 << 20), scratch: -1}
 	r.write(0, 0x42)
-	mustTask(t, c, c.CreateSnapshot(ctx, "root1", apitypes.SnapshotCreate{Name: "gold"}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "root1", apitypes.SnapshotCreate{Name: "gold"}))
 	volID := r.vol.ID
 
 	// Root snapshots cannot become volumes.
@@ -73,7 +73,7 @@ func TestDeletedVolumeKeepsSnapshots(t *testing.T) {
 		t.Fatalf("root to-volume: %v; want an error naming templates", err)
 	}
 	// Deleting the volume keeps it, deleted, with its snapshot usable.
-	mustTask(t, c, c.DeleteVolume(ctx, "root1", false))
+	waitOK(t, c)(c.DeleteVolume(ctx, "root1", false))
 	v := mustVolume(t, c, volID)
 	if v.State != apitypes.VolumeDeleted || v.SnapshotCount != 1 {
 		t.Fatalf("after delete: %+v", v)
@@ -82,23 +82,23 @@ func TestDeletedVolumeKeepsSnapshots(t *testing.T) {
 		t.Fatalf("snapshot of deleted volume: %v", err)
 	}
 	// Its snapshot can be exported and read.
-	et := mustTask(t, c, c.CreateExport(ctx, volID, apitypes.ExportCreate{Snapshot: "gold"}))
+	et := waitOK(t, c)(c.CreateExport(ctx, volID, apitypes.ExportCreate{Snapshot: "gold"}))
 	e, _ := c.GetExport(ctx, volID, et.ResourceID)
 	runTool(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x42 0 64k", e.URI)
-	mustTask(t, c, c.DeleteExport(ctx, volID, e.ID))
+	waitOK(t, c)(c.DeleteExport(ctx, volID, e.ID))
 	// The name is free again; applying the snapshot then needs a new name.
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "root1", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "root1", Size: 1 << 20}))
 	if _, err := c.ApplySnapshot(ctx, volID, "gold", apitypes.SnapshotApply{}); core.CodeOf(err) != "name_taken" {
 		t.Fatalf("apply on deleted volume whose name was taken: %v, want 409 name_taken", err)
 	}
-	mustTask(t, c, c.ApplySnapshot(ctx, volID, "gold", apitypes.SnapshotApply{Name: "root1-back"}))
+	waitOK(t, c)(c.ApplySnapshot(ctx, volID, "gold", apitypes.SnapshotApply{Name: "root1-back"}))
 	v = mustVolume(t, c, volID)
 	if v.State != apitypes.VolumeReady || v.Name != "root1-back" || v.HeadParentID == nil {
 		t.Fatalf("after apply: %+v", v)
 	}
 	// Deleted again, then its last snapshot deleted: the volume and its file go.
-	mustTask(t, c, c.DeleteVolume(ctx, volID, false))
-	mustTask(t, c, c.DeleteSnapshot(ctx, volID, "gold", false))
+	waitOK(t, c)(c.DeleteVolume(ctx, volID, false))
+	waitOK(t, c)(c.DeleteSnapshot(ctx, volID, "gold", false))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := c.GetVolume(ctx, volID)
@@ -114,8 +114,8 @@ func TestDeletedVolumeKeepsSnapshots(t *testing.T) {
 		t.Fatalf("the qcow2 file is still there: %v", err)
 	}
 	// --purge removes a volume with snapshots at once.
-	mustTask(t, c, c.CreateSnapshot(ctx, "root1", apitypes.SnapshotCreate{Name: "x"}))
-	mustTask(t, c, c.DeleteVolume(ctx, "root1", true))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "root1", apitypes.SnapshotCreate{Name: "x"}))
+	waitOK(t, c)(c.DeleteVolume(ctx, "root1", true))
 	if _, err := c.GetVolume(ctx, "root1"); core.KindOf(err) != core.KindNotFound {
 		t.Fatalf("purged volume: %v", err)
 	}
@@ -125,15 +125,15 @@ func TestSnapshotToVolume(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "data", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "data", Size: 1 << 20}))
 	r := &treeRun{t: t, c: c, srv: srv, vol: mustVolume(t, c, "data"), m: newModel(1 << 20), scratch: -1}
 	r.write(3, 0x99)
-	mustTask(t, c, c.CreateSnapshot(ctx, "data", apitypes.SnapshotCreate{Name: "s"}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "data", apitypes.SnapshotCreate{Name: "s"}))
 	r.write(3, 0x11)
 	// While the source stays exported writable, copy its snapshot.
 	_, liveURI := r.export("", true)
 	runTool(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 0 64k", liveURI)
-	task := mustTask(t, c, c.SnapshotToVolume(ctx, "data", "s", apitypes.SnapshotToVolume{Name: "copy"}))
+	task := waitOK(t, c)(c.SnapshotToVolume(ctx, "data", "s", apitypes.SnapshotToVolume{Name: "copy"}))
 	nv := mustVolume(t, c, task.ResourceID)
 	if nv.Name != "copy" || nv.Kind != apitypes.KindData || nv.Size != 1<<20 || nv.SnapshotCount != 0 {
 		t.Fatalf("new volume: %+v", nv)
@@ -147,9 +147,9 @@ func TestSnapshotLimit(t *testing.T) {
 	srv := startServer(t, serverOpts{extraArgs: []string{"--max-snapshots-per-volume", "3"}})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "v", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "v", Size: 1 << 20}))
 	for i := 0; i < 3; i++ {
-		mustTask(t, c, c.CreateSnapshot(ctx, "v", apitypes.SnapshotCreate{}))
+		waitOK(t, c)(c.CreateSnapshot(ctx, "v", apitypes.SnapshotCreate{}))
 	}
 	_, err := c.CreateSnapshot(ctx, "v", apitypes.SnapshotCreate{})
 	if core.CodeOf(err) != "limit_reached" || !strings.Contains(err.Error(), "3") {
@@ -164,9 +164,9 @@ func TestCorruptVolumeFile(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "good", Size: 1 << 20}))
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "bad", Size: 1 << 20}))
-	mustTask(t, c, c.CreateSnapshot(ctx, "bad", apitypes.SnapshotCreate{Name: "s"}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "good", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "bad", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "bad", apitypes.SnapshotCreate{Name: "s"}))
 	bad := mustVolume(t, c, "bad")
 	path := filepath.Join(srv.Data, "volumes", bad.ID+".qcow2")
 	// Overwrite the header's magic: the file is no longer a qcow2 image.
@@ -176,7 +176,7 @@ func TestCorruptVolumeFile(t *testing.T) {
 	}
 	f.WriteAt([]byte("garbage!"), 0)
 	f.Close()
-	task := failTask(t, c, c.CreateSnapshot(ctx, "bad", apitypes.SnapshotCreate{Name: "t"}))
+	task := waitFail(t, c)(c.CreateSnapshot(ctx, "bad", apitypes.SnapshotCreate{Name: "t"}))
 	if !strings.Contains(task.Error, "qemu-img") && !strings.Contains(strings.ToLower(task.Error), "image") {
 		t.Fatalf("error does not say what failed: %q", task.Error)
 	}
@@ -184,7 +184,7 @@ func TestCorruptVolumeFile(t *testing.T) {
 		t.Fatalf("tree after failed snapshot on corrupt file: %s", got)
 	}
 	// The other volume is untouched.
-	mustTask(t, c, c.CreateSnapshot(ctx, "good", apitypes.SnapshotCreate{Name: "fine"}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "good", apitypes.SnapshotCreate{Name: "fine"}))
 	// At the next start the unreadable file puts the volume in error.
 	srv.Stop()
 	srv = startServer(t, serverOpts{data: srv.Data, listen: srv.Listen})
@@ -271,7 +271,7 @@ func TestSeparateNodeAndQueue(t *testing.T) {
 		mustTask(t, c, task, nil)
 	}
 	// A queued apply of s1 holds s1: deleting s1 answers 409 while the apply is queued.
-	mustTask(t, c, c.ApplySnapshot(ctx, "q", "s1", apitypes.SnapshotApply{}))
+	waitOK(t, c)(c.ApplySnapshot(ctx, "q", "s1", apitypes.SnapshotApply{}))
 	if got := treeOf(t, c, "q"); got != "s1<-:ready s2<-s1:ready | head=s1 | ready" {
 		t.Fatalf("tree: %s", got)
 	}
@@ -326,14 +326,14 @@ func TestFullDisk(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	n, _ := c.CreateNode(ctx, apitypes.NodeCreate{Name: "small"})
 	startNode(t, srv, n.Token, dir)
-	mustTask(t, c, c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "keep", Size: 1 << 20}))
-	mustTask(t, c, c.CreateSnapshot(ctx, "keep", apitypes.SnapshotCreate{Name: "s"}))
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "keep", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "keep", apitypes.SnapshotCreate{Name: "s"}))
 	// An import bigger than the disk fails with qemu-img's message and leaves nothing.
 	src := filepath.Join(t.TempDir(), "big.raw")
 	buf := make([]byte, 16<<20)
 	rand.Read(buf)
 	os.WriteFile(src, buf, 0o644)
-	task := failTask(t, c, c.ImportVolume(ctx, apitypes.VolumeImport{Name: "big", Path: src, Format: "raw"}))
+	task := waitFail(t, c)(c.ImportVolume(ctx, apitypes.VolumeImport{Name: "big", Path: src, Format: "raw"}))
 	if !strings.Contains(task.Error, "No space left on device") {
 		t.Fatalf("import on a full disk: %q; want qemu-img's 'No space left on device'", task.Error)
 	}
@@ -346,7 +346,7 @@ func TestFullDisk(t *testing.T) {
 	}
 	// The existing volume is consistent and still works.
 	runTool(t, "qemu-img", "check", files[0])
-	mustTask(t, c, c.CreateSnapshot(ctx, "keep", apitypes.SnapshotCreate{Name: "t"}))
+	waitOK(t, c)(c.CreateSnapshot(ctx, "keep", apitypes.SnapshotCreate{Name: "t"}))
 	if got := treeOf(t, c, "keep"); got != "s<-:ready t<-s:ready | head=t | ready" {
 		t.Fatalf("tree: %s", got)
 	}
