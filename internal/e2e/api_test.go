@@ -163,7 +163,7 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/volumes/v1/revert", ``, 409, "nothing_to_revert"},
 		{"GET", "/v1/volumes?limit=0", ``, 400, "invalid"},
 		{"GET", "/v1/volumes?limit=5000", ``, 400, "invalid"},
-		{"GET", "/v1/volumes?cursor=%%%", ``, 400, "invalid"},
+		{"GET", "/v1/volumes?cursor=!!!", ``, 400, "invalid"},
 		{"GET", "/v1/tasks/0b0f5d8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", ``, 404, "not_found"},
 		{"GET", "/v1/tasks?state=sleeping", ``, 400, "invalid"},
 		{"DELETE", "/v1/volumes/v1?purge=maybe", ``, 400, "invalid"},

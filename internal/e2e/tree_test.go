@@ -216,10 +216,20 @@ func (r *treeRun) check(step string) {
 	if vol.SnapshotCount != len(r.m.snaps) {
 		r.t.Fatalf("%s: snapshot_count %d, want %d", step, vol.SnapshotCount, len(r.m.snaps))
 	}
-	// Bytes of every snapshot through read-only snapshot exports.
+	// Bytes of every snapshot through read-only snapshot exports. QEMU 7.2
+	// serves a snapshot at the image's current size: a snapshot larger than
+	// the volume is now is refused, a smaller one reads as zeros past its end.
 	for name, s := range r.m.snaps {
+		if s.size > r.m.size {
+			_, err := r.c.CreateExport(ctx, r.vol.ID, apitypes.ExportCreate{Snapshot: name})
+			if core.CodeOf(err) != "snapshot_larger_than_volume" {
+				r.t.Fatalf("%s: exporting snapshot %s larger than the volume: %v, want 409 snapshot_larger_than_volume", step, name, err)
+			}
+			continue
+		}
 		id, uri := r.export(name, false)
-		r.readCheck(step+": snapshot "+name, uri, s.content, s.size)
+		content := append(append([]byte(nil), s.content...), make([]byte, (r.m.size-s.size)/cluster)...)
+		r.readCheck(step+": snapshot "+name, uri, content, r.m.size)
 		r.unexport(id)
 	}
 	// Bytes of the live disk.

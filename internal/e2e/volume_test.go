@@ -357,12 +357,14 @@ func TestImportCancel(t *testing.T) {
 	srv := startServer(t, serverOpts{})
 	c := srv.Client(t)
 	ctx := testCtx(t)
+	// 2 GiB whose every 64 KiB cluster holds some data: converting it writes
+	// all of it, which takes long enough to cancel midway.
 	src := filepath.Join(t.TempDir(), "big.raw")
 	f, _ := os.Create(src)
-	buf := make([]byte, 1<<20)
-	for i := 0; i < 768; i++ {
-		rand.Read(buf[:4096])
-		f.Write(buf)
+	chunk := make([]byte, 512)
+	for off := int64(0); off < 2<<30; off += 64 << 10 {
+		rand.Read(chunk)
+		f.WriteAt(chunk, off)
 	}
 	f.Close()
 	task, err := c.ImportVolume(ctx, apitypes.VolumeImport{Name: "slow", Path: src, Format: "raw"})

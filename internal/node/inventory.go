@@ -44,6 +44,16 @@ func (w *Worker) inventory(ctx context.Context) (apitypes.NodeInventory, error) 
 		v := apitypes.InventoryVolume{ID: id, Present: true, Snapshots: []apitypes.InventorySnapshot{}}
 		// -U: a VM may hold the volume; its snapshot table is what counts.
 		info, err := qemu.Info(ctx, w.volumePath(id), true)
+		if err == nil && info.Format != "qcow2" {
+			err = fmt.Errorf("%s is not a qcow2 image (it reads as %s): the file is damaged", w.volumePath(id), info.Format)
+		}
+		if err == nil && w.uncleanStart {
+			if n, rerr := qemu.RepairLeaks(ctx, w.volumePath(id)); rerr != nil {
+				w.log().Warn("repairing leaked clusters failed", "volume", id, "err", rerr)
+			} else if n > 0 {
+				w.log().Info("repaired clusters leaked by an unclean stop", "volume", id, "leaks", n)
+			}
+		}
 		if err != nil {
 			v.Error = err.Error()
 		} else {

@@ -74,6 +74,8 @@ type Worker struct {
 	mu    sync.Mutex             // guards live and snaps
 	live  map[string]*liveExport // by volume id: the daemon holding the volume
 	snaps map[string]*snapExport // by export id
+
+	uncleanStart bool // the previous run did not stop cleanly
 }
 
 // Intervals of the worker's loops (variables for tests).
@@ -124,7 +126,16 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	defer w.stopAllExports()
+	// A marker written at a clean stop tells the next start whether it must
+	// repair what a killed writer may have leaked.
+	marker := filepath.Join(w.runDir(), "clean-stop")
+	_, statErr := os.Stat(marker)
+	w.uncleanStart = statErr != nil
+	_ = os.Remove(marker)
+	defer func() {
+		w.stopAllExports()
+		_ = os.WriteFile(marker, nil, 0o600)
+	}()
 
 	killed, err := qemu.ReapLeftovers(w.runDir())
 	if len(killed) > 0 {

@@ -176,7 +176,7 @@ func SnapshotCreate(ctx context.Context, path, tag string) error {
 	if err := checkTag(tag); err != nil {
 		return err
 	}
-	_, _, err := runTool(ctx, "qemu-img snapshot -c", nil, "qemu-img", "snapshot", "-c", tag, "--", path)
+	_, _, err := runTool(ctx, "qemu-img snapshot -c", nil, "qemu-img", "snapshot", "--image-opts", "-c", tag, "--", qcow2Opts(path))
 	return err
 }
 
@@ -186,7 +186,7 @@ func SnapshotApply(ctx context.Context, path, tag string) error {
 	if err := checkTag(tag); err != nil {
 		return err
 	}
-	_, _, err := runTool(ctx, "qemu-img snapshot -a", nil, "qemu-img", "snapshot", "-a", tag, "--", path)
+	_, _, err := runTool(ctx, "qemu-img snapshot -a", nil, "qemu-img", "snapshot", "--image-opts", "-a", tag, "--", qcow2Opts(path))
 	return err
 }
 
@@ -197,7 +197,7 @@ func SnapshotDelete(ctx context.Context, path, tag string) error {
 	if err := checkTag(tag); err != nil {
 		return err
 	}
-	_, _, err := runTool(ctx, "qemu-img snapshot -d", nil, "qemu-img", "snapshot", "-d", tag, "--", path)
+	_, _, err := runTool(ctx, "qemu-img snapshot -d", nil, "qemu-img", "snapshot", "--image-opts", "-d", tag, "--", qcow2Opts(path))
 	var te *ToolError
 	if errors.As(err, &te) && strings.Contains(te.Stderr, "snapshot not found") {
 		return &core.Error{Kind: core.KindNotFound, Code: "not_found", Err: err}
@@ -244,7 +244,7 @@ func (r *CheckResult) Clean() bool {
 // Check runs qemu-img check (read-only, no repair). Findings are not an error:
 // they are in the result. An error means the check could not run at all.
 func Check(ctx context.Context, path string, shared bool) (*CheckResult, error) {
-	args := []string{"check", "--output=json"}
+	args := []string{"check", "-f", "qcow2", "--output=json"}
 	if shared {
 		args = append(args, "-U")
 	}
@@ -287,4 +287,22 @@ func classify(err *ToolError) error {
 		return &core.Error{Kind: core.KindCorrupt, Code: "corrupt", Err: err}
 	}
 	return err
+}
+
+// RepairLeaks frees clusters that a killed writer allocated but never
+// referenced (`qemu-img check -r leaks`): safe, it changes no data. The image
+// must not be open elsewhere. It returns how many leaks it found.
+func RepairLeaks(ctx context.Context, path string) (int, error) {
+	r, err := Check(ctx, path, false)
+	if err != nil || r.Leaks == 0 {
+		return 0, err
+	}
+	_, _, err = runTool(ctx, "qemu-img check -r leaks", []int{2, 3}, "qemu-img", "check", "-q", "-f", "qcow2", "-r", "leaks", "--", path)
+	return r.Leaks, err
+}
+
+// qcow2Opts names a qcow2 file for --image-opts, so that qemu-img never
+// probes the format (a damaged header must not make it read the file as raw).
+func qcow2Opts(path string) string {
+	return "driver=qcow2,file.driver=file,file.filename=" + escapeOpt(path)
 }

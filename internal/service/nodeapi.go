@@ -187,6 +187,9 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 				return err
 			}
 			s.finish(&t, apitypes.TaskSucceeded, "", "")
+			if t.BytesTotal == 0 && (t.Kind == apitypes.OpVolumeImport || t.Kind == apitypes.OpSnapshotToVol) {
+				t.BytesTotal = req.Size // finished before its first progress report
+			}
 			if t.BytesTotal > 0 {
 				t.BytesDone = t.BytesTotal
 			}

@@ -598,6 +598,9 @@ func (s *Service) SnapshotToVolume(ctx context.Context, c Caller, vref, sref str
 		if sn.State != apitypes.SnapshotReady && sn.State != apitypes.SnapshotOrphan {
 			return nil, core.Conflict("busy", "snapshot %q is %s", sn.Name, sn.State)
 		}
+		if err := snapshotFits(v, sn); err != nil {
+			return nil, err
+		}
 		src, err := tx.NodeByID(ctx, v.NodeID)
 		if err != nil {
 			return nil, err
@@ -687,6 +690,9 @@ func (s *Service) CreateExport(ctx context.Context, c Caller, vref string, req a
 			if sn.State != apitypes.SnapshotReady && sn.State != apitypes.SnapshotOrphan {
 				return nil, core.Conflict("busy", "snapshot %q is %s", sn.Name, sn.State)
 			}
+			if err := snapshotFits(v, sn); err != nil {
+				return nil, err
+			}
 			for _, x := range es {
 				if x.SnapshotID != nil && *x.SnapshotID == sn.ID {
 					return nil, core.Conflict("already_exported", "snapshot %q is already exported at %s", sn.Name, exportURI(x))
@@ -739,4 +745,16 @@ func (s *Service) DeleteExport(ctx context.Context, c Caller, vref, id string) (
 		}
 		return s.newTask(c, apitypes.OpExportDelete, v, "export", e.ID, map[string]string{"export_id": e.ID}), nil
 	})
+}
+
+// snapshotFits refuses reading a snapshot larger than the volume is now:
+// QEMU 7.2's tools read an internal snapshot at the image's current virtual
+// size, which would cut it short.
+func snapshotFits(v meta.Volume, sn meta.Snapshot) error {
+	if sn.Size > v.Size {
+		return core.Conflict("snapshot_larger_than_volume",
+			"snapshot %q (%s) is larger than volume %q is now (%s) and cannot be read whole; apply it, or grow the volume to at least its size first",
+			sn.Name, core.FormatSize(sn.Size), v.Name, core.FormatSize(v.Size))
+	}
+	return nil
 }
