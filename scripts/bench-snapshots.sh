@@ -29,7 +29,14 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 echo "filling a $SIZE volume (fully allocated)..." >&2
 id=$("$BIN" volume create bench --size "$SIZE" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 vol="$work/data/volumes/$id.qcow2"
-qemu-io -f qcow2 -c "write -P 0xab 0 $SIZE" "$vol" >/dev/null
+bytes=$(numfmt --from=iec "$SIZE")
+chunk=$((256 << 20))
+cmds=()
+for ((off = 0; off < bytes; off += chunk)); do
+  n=$(( bytes - off < chunk ? bytes - off : chunk ))
+  cmds+=(-c "write -P 0xab $off $n")
+done
+qemu-io -f qcow2 "${cmds[@]}" "$vol" >/dev/null
 ref="$work/ref.qcow2"
 cp --sparse=never "$vol" "$ref"
 sync

@@ -16,6 +16,7 @@ declare -A pkg=(
 if [ "$what" = test ] || [ "$what" = bench ]; then
   pkg[nbdinfo]=libnbd-bin
   pkg[nbdcopy]=libnbd-bin
+  pkg[qemu-system-x86_64]=qemu-system-x86
 fi
 if [ "$what" = bench ]; then
   pkg[hyperfine]=hyperfine

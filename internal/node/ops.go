@@ -302,12 +302,19 @@ func (t *task) volumeDelete(ctx context.Context) error {
 }
 
 // hasTag reports whether the volume holds the snapshot tag.
+// hasTag reports whether the volume's file holds tag, and its current
+// virtual size, from the snapshot table read directly (no qemu-img run).
 func (t *task) hasTag(ctx context.Context, tag string) (bool, int64, error) {
-	info, err := qemu.Info(ctx, t.w.volumePath(t.plan.VolumeID), t.w.daemonFor(t.plan.VolumeID) != nil)
+	size, snaps, err := qemu.ReadSnapshotTable(t.w.volumePath(t.plan.VolumeID))
 	if err != nil {
 		return false, 0, err
 	}
-	return info.Snapshot(tag) != nil, info.VirtualSize, nil
+	for _, s := range snaps {
+		if s.Tag == tag {
+			return true, size, nil
+		}
+	}
+	return false, size, nil
 }
 
 // createSnapshot takes the tag (through the daemon when one holds the
