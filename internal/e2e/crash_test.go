@@ -251,3 +251,35 @@ func TestRebuildMetadata(t *testing.T) {
 		t.Fatalf("rebuilt plain volume: %+v", p)
 	}
 }
+
+func TestMissingVolumeFile(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, serverOpts{data: data})
+	c := srv.Client(t)
+	waitOK(t, c)(c.CreateVolume(testCtx(t), apitypes.VolumeCreate{Name: "gone", Size: 1 << 20}))
+	waitOK(t, c)(c.CreateSnapshot(testCtx(t), "gone", apitypes.SnapshotCreate{Name: "s"}))
+	path := filepath.Join(data, "volumes", mustVolume(t, c, "gone").ID+".qcow2")
+	srv.Stop()
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, serverOpts{data: data, listen: srv.Listen})
+	c = srv.Client(t)
+	v := mustVolume(t, c, "gone")
+	if v.State != apitypes.VolumeError || !strings.Contains(v.StateDetail, "missing") {
+		t.Fatalf("volume with its file gone: %s %q, want error naming the missing file", v.State, v.StateDetail)
+	}
+	if _, err := c.CreateSnapshot(testCtx(t), "gone", apitypes.SnapshotCreate{}); err == nil {
+		t.Fatal("a snapshot of a volume in error was accepted")
+	}
+	// The file comes back: so does the volume, with its tree.
+	srv.Stop()
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, serverOpts{data: data, listen: srv.Listen})
+	c = srv.Client(t)
+	if got := treeOf(t, c, "gone"); got != "s<-:ready | head=s | ready" {
+		t.Fatalf("after the file came back: %s", got)
+	}
+}
