@@ -217,11 +217,18 @@ func (t *task) progress(done, total int64) {
 
 // measure records the volume's size and allocation in the completion.
 func (t *task) measure(ctx context.Context, volumeID string) error {
-	info, err := qemu.Info(ctx, t.w.volumePath(volumeID), t.w.daemonFor(volumeID) != nil)
+	// The header's virtual size and the file's allocated blocks are what
+	// qemu-img info reports; reading them directly saves a process per task.
+	path := t.w.volumePath(volumeID)
+	size, _, err := qemu.ReadSnapshotTable(path)
 	if err != nil {
 		return err
 	}
-	t.res.Size, t.res.Allocated = info.VirtualSize, info.ActualSize
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fmt.Errorf("measuring %s: %w", path, err)
+	}
+	t.res.Size, t.res.Allocated = size, st.Blocks*512
 	return nil
 }
 

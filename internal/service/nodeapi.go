@@ -73,7 +73,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, wait time.Duration) (*api
 					if err != nil {
 						return err
 					}
-					o, err := s.outcome(ctx, tx, t)
+					o, err := s.prepare(ctx, tx, t)
 					if err != nil {
 						// The plan cannot be made (e.g. nothing left to revert): the task fails now.
 						if uerr := s.undo(ctx, tx, t, nil); uerr != nil {
@@ -219,11 +219,32 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 	return nil
 }
 
+// prepare readies the metadata for a task about to be claimed and returns
+// its outcome: an export to start gets its server certificate now, so that
+// the plan carries it.
+func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
+	if t.Kind == apitypes.OpExportCreate {
+		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
+		if err != nil {
+			return nil, err
+		}
+		v, err := tx.VolumeByID(ctx, t.VolumeID)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.ensureExportCert(ctx, tx, &e, v); err != nil {
+			return nil, err
+		}
+	}
+	return s.outcome(ctx, tx, t)
+}
+
 // outcome is what a task does to the metadata when it succeeds, computed from
 // the current metadata. The plan sent to the node and the commit both come from it.
 type outcome struct {
 	vol          meta.Volume
 	tree         *Tree
+	before       map[string]meta.Snapshot // the tree's snapshots as loaded
 	removed      []meta.Snapshot
 	deleteVolume bool
 	target       *meta.Volume
@@ -239,10 +260,6 @@ func loadTree(ctx context.Context, tx *meta.Tx, v meta.Volume) (*Tree, error) {
 	return NewTree(v.HeadParentID, ss), nil
 }
 
-func nodeExport(e meta.Export, tag string) apitypes.NodeExport {
-	return apitypes.NodeExport{ID: e.ID, VolumeID: e.VolumeID, Tag: tag, Writable: e.Writable, Name: e.Name, Port: e.Port, Address: e.Address}
-}
-
 func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
 	v, err := tx.VolumeByID(ctx, t.VolumeID)
 	if err != nil {
@@ -252,7 +269,10 @@ func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if err != nil {
 		return nil, err
 	}
-	o := &outcome{vol: v, tree: tree, plan: apitypes.Plan{Op: t.Kind, VolumeID: v.ID}}
+	o := &outcome{vol: v, tree: tree, before: map[string]meta.Snapshot{}, plan: apitypes.Plan{Op: t.Kind, VolumeID: v.ID}}
+	for _, x := range tree.Snapshots() {
+		o.before[x.ID] = x
+	}
 	o.vol.UpdatedAt = s.now()
 	p := t.Params
 	snap := func(id string) (*meta.Snapshot, error) {
@@ -350,7 +370,7 @@ func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 		}
 		for _, e := range es {
 			if e.SnapshotID == nil {
-				o.plan.Exports = append(o.plan.Exports, nodeExport(e, ""))
+				o.plan.Exports = append(o.plan.Exports, s.nodeExport(e, v, ""))
 			}
 		}
 	case apitypes.OpSnapshotToVol:
@@ -380,7 +400,7 @@ func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 			}
 			tag = sn.Tag
 		}
-		ne := nodeExport(e, tag)
+		ne := s.nodeExport(e, v, tag)
 		o.plan.Export = &ne
 		o.export = &e
 		return o, nil // exports do not change the sidecar
@@ -449,6 +469,9 @@ func (s *Service) writeTree(ctx context.Context, tx *meta.Tx, o *outcome, r apit
 	for _, x := range o.tree.Snapshots() {
 		if sz, ok := r.SnapshotSizes[x.Tag]; ok && sz > 0 {
 			x.Size = sz
+		}
+		if b, ok := o.before[x.ID]; ok && b.State == x.State && b.Size == x.Size && samePtr(b.ParentID, x.ParentID) {
+			continue // unchanged: a task touches a few snapshots of a large tree
 		}
 		if err := tx.UpdateSnapshot(ctx, x); err != nil {
 			return err
@@ -556,4 +579,11 @@ func (s *Service) sidecar(tx *meta.Tx, ctx context.Context, v meta.Volume, tree 
 			ParentID: x.ParentID, Kind: x.Kind, Size: x.Size, CreatedAt: TimeString(x.CreatedAt)})
 	}
 	return sc
+}
+
+func samePtr(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
