@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -251,40 +250,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // qemu-io helpers: read -P checks a pattern; some qemu-io versions exit 0
 // after "Pattern verification failed", so the text is what counts.
 
-func qemuIO(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "Pattern verification failed") || strings.Contains(string(out), "failed:") {
-		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
+func qemuIO(t *testing.T, args ...string) string { return testenv.QemuIO(t, args...) }
 
-func patternMatches(t *testing.T, args ...string) bool {
-	t.Helper()
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	if strings.Contains(string(out), "Pattern verification failed") {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
-	}
-	return true
-}
+func patternMatches(t *testing.T, args ...string) bool { return testenv.PatternMatches(t, args...) }
 
 func nbdURI(port int, name string) string {
 	return "nbd://127.0.0.1:" + strconv.Itoa(port) + "/" + name
 }
 
-func nbdSize(t *testing.T, uri string) int64 {
-	t.Helper()
-	out, err := exec.Command("nbdinfo", "--size", uri).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nbdinfo --size %s: %v\n%s", uri, err, out)
-	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
+func nbdSize(t *testing.T, uri string) int64 { return testenv.NBDSize(t, uri) }

@@ -39,18 +39,7 @@ func newImage(t *testing.T, ctx context.Context, dir string, size int64) string 
 	return img
 }
 
-func nbdSize(t *testing.T, uri string) int64 {
-	t.Helper()
-	out, err := exec.Command("nbdinfo", "--size", uri).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nbdinfo --size %s: %v\n%s", uri, err, out)
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+func nbdSize(t *testing.T, uri string) int64 { return testenv.NBDSize(t, uri) }
 
 // TestStorageDaemonSnapshotWhileWriting is the live-export story: a writer
 // keeps writing through NBD while a snapshot is taken through QMP; the

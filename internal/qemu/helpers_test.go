@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,30 +35,9 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// qemuIO runs qemu-io with the given arguments and returns its output. It
-// fails the test when qemu-io fails or reports a failed pattern check: some
-// qemu-io versions exit 0 after "Pattern verification failed".
-func qemuIO(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "Pattern verification failed") || strings.Contains(string(out), "failed:") {
-		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
+func qemuIO(t *testing.T, args ...string) string { return testenv.QemuIO(t, args...) }
 
-// patternMatches reports whether qemu-io's read -P found the pattern.
-func patternMatches(t *testing.T, args ...string) bool {
-	t.Helper()
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	if strings.Contains(string(out), "Pattern verification failed") {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
-	}
-	return true
-}
+func patternMatches(t *testing.T, args ...string) bool { return testenv.PatternMatches(t, args...) }
 
 // writeFile writes pattern p at off..off+n of a qcow2 image no one holds.
 func writeFile(t *testing.T, path, p, off, n string) {

@@ -9,6 +9,8 @@ package testenv
 import (
 	"net"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -38,4 +40,44 @@ func FreePort(t testing.TB) int {
 		t.Fatalf("closing the port probe: %v", err)
 	}
 	return port
+}
+
+// QemuIO runs qemu-io with args and returns its output. It fails the test
+// when qemu-io fails or reports a failed pattern check: some qemu-io versions
+// exit 0 after "Pattern verification failed", so the text is what counts.
+func QemuIO(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Pattern verification failed") || strings.Contains(string(out), "failed:") {
+		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// PatternMatches reports whether qemu-io's read -P found its pattern; any
+// other failure of qemu-io fails the test.
+func PatternMatches(t testing.TB, args ...string) bool {
+	t.Helper()
+	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	if strings.Contains(string(out), "Pattern verification failed") {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("qemu-io %q: %v\n%s", args, err, out)
+	}
+	return true
+}
+
+// NBDSize asks nbdinfo for the size of an NBD export.
+func NBDSize(t testing.TB, uri string) int64 {
+	t.Helper()
+	out, err := exec.Command("nbdinfo", "--size", uri).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nbdinfo --size %s: %v\n%s", uri, err, out)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		t.Fatalf("nbdinfo --size %s: %q is not a size", uri, out)
+	}
+	return v
 }
