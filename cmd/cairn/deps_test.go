@@ -38,6 +38,7 @@ func TestLayering(t *testing.T) {
 		"meta":        {"core"},
 		"meta/sqlite": {"meta"},
 		"qemu":        {"core"},
+		"pki":         {},
 		"node":        {"qemu", "apitypes", "core"},
 		"service":     {"meta", "apitypes", "core"},
 	}
@@ -45,6 +46,7 @@ func TestLayering(t *testing.T) {
 		"service": {"net/http"},
 		"meta":    {"net/http"},
 		"core":    {"github.com/"},
+		"pki":     {"github.com/"},
 	}
 	for pkg, want := range allowed {
 		imps, ok := imports[pkg]

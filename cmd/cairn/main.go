@@ -46,7 +46,8 @@ func serverCommand() *cobra.Command {
 		Long: `Run the cairn server. With no flags it is the embedded default: SQLite metadata,
 volumes and helper processes in ./cairn-data, the API on 127.0.0.1:7420, and a node
 worker for this host. The first start prints the admin token once and writes it to
-DATA/admin.token (mode 0600).`,
+DATA/admin.token (mode 0600), and creates DATA/pki, the certificate authority that
+signs the certificates of TLS exports (beyond loopback, or with --export-tls).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
@@ -69,7 +70,8 @@ DATA/admin.token (mode 0600).`,
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:7420", "address of the API; beyond loopback it needs --tls-cert and --tls-key")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate for the API")
 	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key for the API")
-	f.StringVar(&o.ExportAddress, "export-address", "127.0.0.1", "address NBD exports listen on")
+	f.StringVar(&o.ExportAddress, "export-address", "127.0.0.1", "address NBD exports listen on; beyond loopback exports require TLS")
+	f.BoolVar(&o.ExportTLS, "export-tls", false, "require TLS on new exports even on loopback (certificates from the server's CA in DATA/pki)")
 	f.IntVar(&o.MaxSnapshots, "max-snapshots-per-volume", 1000, "most user snapshots one volume may have")
 	f.BoolVar(&o.NoNode, "no-node", false, "do not run a node for this host")
 	f.StringVar(&o.NodeName, "node-name", "local", "name of this host's node")

@@ -78,6 +78,18 @@ type NodeExport struct {
 	Name     string `json:"name"` // NBD export name (random)
 	Port     int    `json:"port"` // 0 = choose
 	Address  string `json:"address"`
+	// TLS, when set, makes the export require TLS; nil serves plain NBD.
+	TLS *NodeExportTLS `json:"tls,omitempty"`
+}
+
+// NodeExportTLS is the TLS material of an export, PEM-encoded: the CA that
+// client certificates must chain to, the export's server certificate and
+// key, and the distinguished name of the only client identity admitted.
+type NodeExportTLS struct {
+	CACert         string `json:"ca_cert"`
+	ServerCert     string `json:"server_cert"`
+	ServerKey      string `json:"server_key"`
+	ClientIdentity string `json:"client_identity"`
 }
 
 // NodeProgress reports progress and log lines of a running task.

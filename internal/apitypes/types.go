@@ -152,13 +152,27 @@ type SnapshotToVolume struct {
 }
 
 type Export struct {
-	ID         string    `json:"id"`
-	VolumeID   string    `json:"volume_id"`
-	SnapshotID *string   `json:"snapshot_id"`
-	URI        string    `json:"uri"`
-	Writable   bool      `json:"writable"`
-	State      string    `json:"state"` // starting, ready, stopping, error
-	CreatedAt  time.Time `json:"created_at"`
+	ID         string  `json:"id"`
+	VolumeID   string  `json:"volume_id"`
+	SnapshotID *string `json:"snapshot_id"`
+	URI        string  `json:"uri"`
+	Writable   bool    `json:"writable"`
+	// TLS exports (URI nbds://...) admit only clients presenting a
+	// certificate of the export's project: see ExportCredentials.
+	TLS       bool      `json:"tls"`
+	State     string    `json:"state"` // starting, ready, stopping, error
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ExportCredentials are what a client needs to connect to a TLS export, all
+// PEM: the CA that signed the export's server certificate, and a client
+// certificate and key of the caller's project. Identity is the client
+// certificate's distinguished name, the one the export admits.
+type ExportCredentials struct {
+	CACert     string `json:"ca_cert"`
+	ClientCert string `json:"client_cert"`
+	ClientKey  string `json:"client_key"`
+	Identity   string `json:"identity"`
 }
 
 type ExportCreate struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -24,6 +25,7 @@ func (a *app) volumeCommand() *cobra.Command {
 		a.volumeGrowCommand(),
 		a.volumeDeleteCommand(),
 		a.volumeExportCommand(),
+		a.volumeExportCredentialsCommand(),
 		a.volumeUnexportCommand(),
 	)
 	return cmd
@@ -205,6 +207,9 @@ func describeExport(e apitypes.Export) string {
 	if e.Writable {
 		mode = "writable"
 	}
+	if e.TLS {
+		mode += ", TLS"
+	}
 	return fmt.Sprintf("%s  %s, %s, %s (id %s)", e.URI, what, mode, e.State, e.ID)
 }
 
@@ -270,14 +275,24 @@ func (a *app) volumeDeleteCommand() *cobra.Command {
 
 func (a *app) volumeExportCommand() *cobra.Command {
 	var writable bool
+	var tlsDir string
 	cmd := &cobra.Command{
-		Use:   "export VOL[@SNAP] [--writable]",
+		Use:   "export VOL[@SNAP] [--writable] [--tls-dir DIR]",
 		Short: "Export a volume or a snapshot over NBD; prints the NBD URI",
-		Args:  cobra.ExactArgs(1),
+		Long: `Export a volume or a snapshot over NBD and print the URI clients connect to.
+
+An export that requires TLS (URI nbds://..., beyond loopback or on a server run with
+--export-tls) admits only clients with a certificate of this project. --tls-dir DIR
+fetches one and writes DIR/ca-cert.pem, DIR/client-cert.pem and DIR/client-key.pem,
+the layout QEMU reads with --object tls-creds-x509,id=tls0,endpoint=client,dir=DIR.`,
+		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(ctx context.Context, args []string) error {
 			addr, err := parseVolumeOrSnapshot(args[0])
 			if err != nil {
 				return err
+			}
+			if tlsDir != "" && a.noWait {
+				return core.Invalid("--tls-dir waits for the export: leave out --no-wait, or fetch the credentials later with `cairn volume export-credentials`")
 			}
 			c, err := a.client()
 			if err != nil {
@@ -292,12 +307,103 @@ func (a *app) volumeExportCommand() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("task %s succeeded but reading export %s failed: %w", t.ID, t.ResourceID, err)
 				}
+				switch {
+				case e.TLS && tlsDir != "":
+					if _, err := a.writeExportCredentials(ctx, c, e.VolumeID, e.ID, tlsDir); err != nil {
+						return fmt.Errorf("export %s is ready at %s, but its client credentials were not written: %w", e.ID, e.URI, err)
+					}
+				case e.TLS:
+					fmt.Fprintf(a.stderr, "the export requires TLS: fetch client credentials with `cairn volume export-credentials %s %s --tls-dir DIR`, or export with --tls-dir DIR\n", addr.volume, e.ID)
+				case tlsDir != "":
+					fmt.Fprintf(a.stderr, "the export is served without TLS (on loopback): no credentials needed, none written to %s\n", tlsDir)
+				}
 				return a.print(e, func() { fmt.Fprintln(a.stdout, e.URI) })
 			})
 		}),
 	}
 	cmd.Flags().BoolVar(&writable, "writable", false, "let clients write (the live volume only)")
+	cmd.Flags().StringVar(&tlsDir, "tls-dir", "", "for a TLS export, write the client credentials QEMU needs into this directory")
 	return cmd
+}
+
+func (a *app) volumeExportCredentialsCommand() *cobra.Command {
+	var tlsDir string
+	cmd := &cobra.Command{
+		Use:   "export-credentials VOL EXPORT_ID --tls-dir DIR",
+		Short: "Write the client credentials of a TLS export into a directory",
+		Long: `Fetch a client certificate of this project for a TLS export and write
+DIR/ca-cert.pem, DIR/client-cert.pem and DIR/client-key.pem (mode 0600), the layout
+QEMU reads with --object tls-creds-x509,id=tls0,endpoint=client,dir=DIR. Each run
+issues a new certificate, valid for a year. With --output json it also prints the
+API's answer, private key included.`,
+		Args: cobra.ExactArgs(2),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			cr, err := a.writeExportCredentials(ctx, c, args[0], args[1], tlsDir)
+			if err != nil {
+				return err
+			}
+			return a.print(cr, func() {
+				fmt.Fprintf(a.stdout, "wrote ca-cert.pem, client-cert.pem and client-key.pem for %s to %s\n", cr.Identity, tlsDir)
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&tlsDir, "tls-dir", "", "directory to write the credentials into (created if missing)")
+	_ = cmd.MarkFlagRequired("tls-dir")
+	return cmd
+}
+
+// writeExportCredentials fetches a TLS export's client credentials and
+// writes them into dir under the names QEMU's tls-creds-x509 reads on the
+// client side.
+func (a *app) writeExportCredentials(ctx context.Context, c *client.Client, volume, exportID, dir string) (apitypes.ExportCredentials, error) {
+	cr, err := c.ExportCredentials(ctx, volume, exportID)
+	if err != nil {
+		return cr, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return cr, fmt.Errorf("credentials directory: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data string
+		mode os.FileMode
+	}{
+		{"ca-cert.pem", cr.CACert, 0o644},
+		{"client-cert.pem", cr.ClientCert, 0o644},
+		{"client-key.pem", cr.ClientKey, 0o600},
+	} {
+		if err := replaceFile(filepath.Join(dir, f.name), []byte(f.data), f.mode); err != nil {
+			return cr, fmt.Errorf("writing credentials: %w", err)
+		}
+	}
+	return cr, nil
+}
+
+// replaceFile writes data to path with exactly mode, replacing any file
+// there (whatever its mode) in one rename.
+func replaceFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // fails harmlessly once renamed
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (a *app) volumeUnexportCommand() *cobra.Command {

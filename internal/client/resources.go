@@ -219,6 +219,15 @@ func (c *Client) GetExport(ctx context.Context, volume, export string) (apitypes
 	return out, err
 }
 
+// ExportCredentials fetches a client certificate of the caller's project, its
+// key and the CA certificate for a TLS export (409 no_tls for a plain one).
+// Each call issues a new client certificate.
+func (c *Client) ExportCredentials(ctx context.Context, volume, export string) (apitypes.ExportCredentials, error) {
+	var out apitypes.ExportCredentials
+	err := c.get(ctx, p("/v1/volumes/", volume, "/exports/", export, "/credentials"), nil, &out)
+	return out, err
+}
+
 // DeleteExport stops an export.
 func (c *Client) DeleteExport(ctx context.Context, volume, export string) (apitypes.Task, error) {
 	var out apitypes.Task

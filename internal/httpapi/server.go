@@ -360,6 +360,10 @@ func (h *Handler) routes() {
 		v, err := s.DeleteExport(r.Context(), c, r.PathValue("volume"), r.PathValue("export"))
 		return res(accepted, v, err)
 	})
+	h.handle("GET /v1/volumes/{volume}/exports/{export}/credentials", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.ExportCredentials(r.Context(), c, r.PathValue("volume"), r.PathValue("export"))
+		return res(ok, v, err)
+	})
 
 	// tasks
 	h.handle("GET /v1/tasks", func(r *http.Request, c service.Caller) (result, error) {

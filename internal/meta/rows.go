@@ -82,6 +82,11 @@ type Export struct {
 	Port       int
 	State      string
 	CreatedAt  time.Time
+	// TLS exports require TLS; TLSCert and TLSKey are the PEM server
+	// certificate and key, empty until the export is first started.
+	TLS     bool
+	TLSCert string
+	TLSKey  string
 }
 
 // Task is one unit of asynchronous work.
@@ -489,16 +494,17 @@ func (t *Tx) CountSnapshots(ctx context.Context, volumeID, kind string) (int, er
 
 // ---- exports ----
 
-const exportCols = `id, volume_id, snapshot_id, writable, name, address, port, state, created_at`
+const exportCols = `id, volume_id, snapshot_id, writable, name, address, port, state, created_at, tls, tls_cert, tls_key`
 
 func scanExport(s interface{ Scan(...any) error }) (Export, error) {
 	var e Export
 	var snap sql.NullString
-	var writable int
+	var writable, tls int
 	var created string
-	err := s.Scan(&e.ID, &e.VolumeID, &snap, &writable, &e.Name, &e.Address, &e.Port, &e.State, &created)
+	err := s.Scan(&e.ID, &e.VolumeID, &snap, &writable, &e.Name, &e.Address, &e.Port, &e.State, &created, &tls, &e.TLSCert, &e.TLSKey)
 	e.SnapshotID = stringPtr(snap)
 	e.Writable = writable != 0
+	e.TLS = tls != 0
 	e.CreatedAt = parseTime(created)
 	return e, err
 }
@@ -511,13 +517,17 @@ func boolInt(b bool) int {
 }
 
 func (t *Tx) InsertExport(ctx context.Context, e Export) error {
-	_, err := t.exec(ctx, `INSERT INTO exports (`+exportCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.ID, e.VolumeID, nullString(e.SnapshotID), boolInt(e.Writable), e.Name, e.Address, e.Port, e.State, FormatTime(e.CreatedAt))
+	_, err := t.exec(ctx, `INSERT INTO exports (`+exportCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.VolumeID, nullString(e.SnapshotID), boolInt(e.Writable), e.Name, e.Address, e.Port, e.State, FormatTime(e.CreatedAt),
+		boolInt(e.TLS), e.TLSCert, e.TLSKey)
 	return err
 }
 
+// UpdateExport stores an export's port, state, address and server
+// certificate; the rest of an export never changes.
 func (t *Tx) UpdateExport(ctx context.Context, e Export) error {
-	_, err := t.exec(ctx, `UPDATE exports SET port = ?, state = ?, address = ? WHERE id = ?`, e.Port, e.State, e.Address, e.ID)
+	_, err := t.exec(ctx, `UPDATE exports SET port = ?, state = ?, address = ?, tls_cert = ?, tls_key = ? WHERE id = ?`,
+		e.Port, e.State, e.Address, e.TLSCert, e.TLSKey, e.ID)
 	return err
 }
 

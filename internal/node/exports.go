@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
@@ -50,6 +53,10 @@ func (w *Worker) startLiveExport(ctx context.Context, spec apitypes.NodeExport) 
 	if spec.Address == "" {
 		spec.Address = w.ExportAddress
 	}
+	tls, err := w.writeExportTLS(spec)
+	if err != nil {
+		return 0, err
+	}
 	sd, err := qemu.StartStorageDaemon(ctx, qemu.DaemonConfig{
 		Image:      w.volumePath(spec.VolumeID),
 		RunDir:     w.runDir(),
@@ -58,15 +65,17 @@ func (w *Worker) startLiveExport(ctx context.Context, spec apitypes.NodeExport) 
 		Port:       spec.Port,
 		ExportName: spec.Name,
 		Writable:   spec.Writable,
+		TLS:        tls,
 	})
 	if err != nil {
+		w.removeExportTLS(spec.ID)
 		return 0, err
 	}
 	spec.Port = sd.Port()
 	w.mu.Lock()
 	w.live[spec.VolumeID] = &liveExport{spec: spec, daemon: sd}
 	w.mu.Unlock()
-	w.log().Info("live export started", "volume", spec.VolumeID, "export", spec.ID, "uri", sd.URI(), "writable", spec.Writable)
+	w.log().Info("live export started", "volume", spec.VolumeID, "export", spec.ID, "uri", sd.URI(), "writable", spec.Writable, "tls", tls != nil)
 	go w.watchDaemon(spec.VolumeID, sd)
 	return spec.Port, nil
 }
@@ -99,6 +108,7 @@ func (w *Worker) stopLiveExport(ctx context.Context, volumeID string) (*apitypes
 		// It is gone either way; say why it did not stop cleanly.
 		w.log().Warn("live export did not stop cleanly", "volume", volumeID, "err", err)
 	}
+	w.removeExportTLS(cur.spec.ID)
 	return &cur.spec, nil
 }
 
@@ -114,6 +124,10 @@ func (w *Worker) startSnapshotExport(ctx context.Context, spec apitypes.NodeExpo
 	if spec.Address == "" {
 		spec.Address = w.ExportAddress
 	}
+	tls, err := w.writeExportTLS(spec)
+	if err != nil {
+		return 0, err
+	}
 	ss, err := qemu.StartSnapshotServer(ctx, qemu.SnapshotServerConfig{
 		Image:      w.volumePath(spec.VolumeID),
 		Tag:        spec.Tag,
@@ -122,15 +136,17 @@ func (w *Worker) startSnapshotExport(ctx context.Context, spec apitypes.NodeExpo
 		Address:    spec.Address,
 		Port:       spec.Port,
 		ExportName: spec.Name,
+		TLS:        tls,
 	})
 	if err != nil {
+		w.removeExportTLS(spec.ID)
 		return 0, err
 	}
 	spec.Port = ss.Port()
 	w.mu.Lock()
 	w.snaps[spec.ID] = &snapExport{spec: spec, server: ss}
 	w.mu.Unlock()
-	w.log().Info("snapshot export started", "volume", spec.VolumeID, "export", spec.ID, "tag", spec.Tag, "uri", ss.URI())
+	w.log().Info("snapshot export started", "volume", spec.VolumeID, "export", spec.ID, "tag", spec.Tag, "uri", ss.URI(), "tls", tls != nil)
 	return spec.Port, nil
 }
 
@@ -151,6 +167,7 @@ func (w *Worker) stopExport(ctx context.Context, exportID string) error {
 		if err := snap.server.Stop(ctx); err != nil {
 			w.log().Warn("snapshot export did not stop cleanly", "export", exportID, "err", err)
 		}
+		w.removeExportTLS(exportID)
 	}
 	if volumeID != "" {
 		_, err := w.stopLiveExport(ctx, volumeID)
@@ -203,5 +220,56 @@ func (w *Worker) stopAllExports() {
 		unlock := w.locks.lock(vid)
 		_, _ = w.stopLiveExport(ctx, vid)
 		unlock()
+	}
+}
+
+// tlsDir is where a TLS export's credentials live while it runs.
+func (w *Worker) tlsDir(exportID string) string { return filepath.Join(w.runDir(), "tls", exportID) }
+
+// writeExportTLS writes a TLS export's CA certificate, server certificate and
+// key into its directory under the names QEMU's tls-creds-x509 reads
+// (ca-cert.pem, server-cert.pem, server-key.pem; the key mode 0600) and
+// returns the helper's TLS configuration; nil for an export without TLS.
+func (w *Worker) writeExportTLS(spec apitypes.NodeExport) (*qemu.TLSServer, error) {
+	if spec.TLS == nil {
+		return nil, nil
+	}
+	t := spec.TLS
+	if t.CACert == "" || t.ServerCert == "" || t.ServerKey == "" || t.ClientIdentity == "" {
+		return nil, core.Invalid("export %s requires TLS but its plan lacks the CA, the server certificate, its key or the client identity", spec.ID)
+	}
+	if err := checkID(spec.ID); err != nil {
+		return nil, err
+	}
+	dir := w.tlsDir(spec.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("export credentials: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data string
+		mode os.FileMode
+	}{
+		{"ca-cert.pem", t.CACert, 0o644},
+		{"server-cert.pem", t.ServerCert, 0o644},
+		{"server-key.pem", t.ServerKey, 0o600},
+	} {
+		path := filepath.Join(dir, f.name)
+		_ = os.Remove(path) // a leftover may have another mode; WriteFile keeps it
+		if err := os.WriteFile(path, []byte(f.data), f.mode); err != nil {
+			w.removeExportTLS(spec.ID)
+			return nil, fmt.Errorf("export credentials: %w", err)
+		}
+	}
+	return &qemu.TLSServer{Dir: dir, Identity: t.ClientIdentity}, nil
+}
+
+// removeExportTLS removes an export's credentials directory, if any.
+func (w *Worker) removeExportTLS(exportID string) {
+	if checkID(exportID) != nil {
+		return
+	}
+	if err := os.RemoveAll(w.tlsDir(exportID)); err != nil {
+		w.log().Warn("removing an export's credentials failed", "export", exportID, "err", err)
 	}
 }

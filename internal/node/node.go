@@ -7,6 +7,7 @@
 //	DATA/volumes/<volume-id>.qcow2   the volume
 //	DATA/volumes/<volume-id>.json    its sidecar (apitypes.Sidecar), replaced atomically
 //	DATA/run/                        pidfiles and QMP sockets of helper processes
+//	DATA/run/tls/<export-id>/        TLS credentials of a running TLS export
 //
 // The worker talks to the server only through the Server interface. The server
 // decides; the node executes the plan it is given (apitypes.Plan) and reports
@@ -142,6 +143,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log().Warn("killed helper processes left by a previous run", "pids", killed)
 	}
 	if err != nil {
+		return err
+	}
+	// Credentials of exports a killed run served: the exports that come back
+	// bring theirs again.
+	if err := os.RemoveAll(filepath.Join(w.runDir(), "tls")); err != nil {
 		return err
 	}
 	if err := w.reconcile(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -24,6 +25,9 @@ type SnapshotServerConfig struct {
 	Address    string // default 127.0.0.1
 	Port       int    // 0 picks a free port; otherwise exactly this one
 	ExportName string
+	// TLS, when set, makes the server require TLS and admit one client
+	// identity; nil serves plain NBD.
+	TLS *TLSServer
 }
 
 // SnapshotServer is a running qemu-nbd serving one internal snapshot
@@ -68,10 +72,17 @@ func StartSnapshotServer(ctx context.Context, cfg SnapshotServerConfig) (*Snapsh
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1"
 	}
+	var tlsArgs []string
+	if cfg.TLS != nil {
+		if tlsArgs, err = cfg.TLS.objectArgs(); err != nil {
+			return nil, err
+		}
+		tlsArgs = append(tlsArgs, "--tls-creds", tlsCredsID, "--tls-authz", tlsAuthzID)
+	}
 	ss := &SnapshotServer{cfg: cfg}
 	pidfile := filepath.Join(runDir, cfg.ID+".pid")
 	port, err := startOnPort(ctx, cfg.Address, cfg.Port, func(port int) error {
-		args := []string{
+		args := append(slices.Clone(tlsArgs),
 			"--persistent",  // -t: keep serving after the last client leaves
 			"--read-only",   // -r
 			"--shared", "0", // -e 0: any number of clients
@@ -79,10 +90,10 @@ func StartSnapshotServer(ctx context.Context, cfg SnapshotServerConfig) (*Snapsh
 			"--bind", cfg.Address,
 			"--port", strconv.Itoa(port),
 			// snapshot.name= selects by name only, never by numeric id.
-			"--load-snapshot", "snapshot.name=" + cfg.Tag,
+			"--load-snapshot", "snapshot.name="+cfg.Tag,
 			"--pid-file", pidfile,
-			"--image-opts", "driver=qcow2,file.driver=file,file.locking=off,file.filename=" + escapeOpt(cfg.Image),
-		}
+			"--image-opts", "driver=qcow2,file.driver=file,file.locking=off,file.filename="+escapeOpt(cfg.Image),
+		)
 		proc, err := startHelper("qemu-nbd", args, pidfile)
 		if err != nil {
 			return err
@@ -104,8 +115,11 @@ func StartSnapshotServer(ctx context.Context, cfg SnapshotServerConfig) (*Snapsh
 	return ss, nil
 }
 
-// URI is the NBD URI clients connect to: nbd://ADDRESS:PORT/NAME.
-func (ss *SnapshotServer) URI() string { return nbdURI(ss.cfg.Address, ss.cfg.Port, ss.cfg.ExportName) }
+// URI is the NBD URI clients connect to: nbd://ADDRESS:PORT/NAME, or
+// nbds://... when the server requires TLS.
+func (ss *SnapshotServer) URI() string {
+	return nbdURI(ss.cfg.Address, ss.cfg.Port, ss.cfg.ExportName, ss.cfg.TLS != nil)
+}
 
 // Port is the TCP port the server listens on.
 func (ss *SnapshotServer) Port() int { return ss.cfg.Port }

@@ -2,6 +2,8 @@
 // directory, bootstraps projects and the admin token, fails tasks a previous run
 // left running, serves the REST API and metrics, and (in the embedded default)
 // runs a node worker for the local host that talks to the API like any other node.
+// Its certificate authority, which signs the certificates of TLS exports, lives
+// in DATA/pki and is created at the first start.
 package server
 
 import (
@@ -26,6 +28,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/meta"
 	"github.com/cairn-backup/cairn/internal/meta/sqlite"
 	"github.com/cairn-backup/cairn/internal/node"
+	"github.com/cairn-backup/cairn/internal/pki"
 	"github.com/cairn-backup/cairn/internal/service"
 )
 
@@ -36,7 +39,10 @@ type Options struct {
 	TLSCert       string // PEM certificate; required with TLSKey for a non-loopback Listen
 	TLSKey        string
 	ExportAddress string // where NBD exports listen; default 127.0.0.1
-	MaxSnapshots  int    // per volume; default 1000
+	// ExportTLS makes exports require TLS even on loopback (beyond loopback
+	// they always do).
+	ExportTLS    bool
+	MaxSnapshots int // per volume; default 1000
 	// NoNode disables the in-process node (for a server whose host holds no volumes).
 	NoNode bool
 	// NodeName names the in-process node (default "local").
@@ -110,11 +116,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("data directory: %w", err)
 		}
 	}
+	ca, err := pki.LoadOrCreateCA(filepath.Join(o.DataDir, "pki"))
+	if err != nil {
+		return nil, err
+	}
 	db, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "cairn.db"))
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(db, service.Config{MaxSnapshotsPerVolume: o.MaxSnapshots, ExportAddress: o.ExportAddress})
+	svc := service.New(db, service.Config{MaxSnapshotsPerVolume: o.MaxSnapshots, ExportAddress: o.ExportAddress,
+		ExportTLS: o.ExportTLS, CA: ca})
 	s := &Server{db: db, errc: make(chan error, 4)}
 	fail := func(err error) (*Server, error) {
 		db.Close()

@@ -96,7 +96,16 @@ func (s *Service) Inventory(ctx context.Context, c Caller, inv apitypes.NodeInve
 					}
 					tag = sn.Tag
 				}
-				nv.Exports = append(nv.Exports, nodeExport(e, tag))
+				if _, err := s.ensureExportCert(ctx, tx, &e, v); err != nil {
+					// Without its certificate the export cannot come back:
+					// show it failed rather than keep the node from starting.
+					e.State = "error"
+					if err := tx.UpdateExport(ctx, e); err != nil {
+						return err
+					}
+					continue
+				}
+				nv.Exports = append(nv.Exports, s.nodeExport(e, v, tag))
 			}
 			out.Volumes = append(out.Volumes, nv)
 		}

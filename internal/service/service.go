@@ -33,6 +33,12 @@ type Config struct {
 	MaxSnapshotsPerVolume int
 	// ExportAddress is the address NBD exports listen on (default 127.0.0.1).
 	ExportAddress string
+	// ExportTLS makes every new export require TLS, even on loopback; beyond
+	// loopback exports require it anyway.
+	ExportTLS bool
+	// CA issues the certificates of TLS exports; without one, creating a
+	// TLS export fails.
+	CA CertificateAuthority
 	// NodeTimeout is how long a node may go without a heartbeat before it is
 	// shown offline and its running tasks fail (default 60 s).
 	NodeTimeout time.Duration

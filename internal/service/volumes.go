@@ -47,9 +47,11 @@ func (s *Service) volumeJSON(ctx context.Context, tx *meta.Tx, v meta.Volume) (a
 
 func exportJSON(e meta.Export) apitypes.Export {
 	return apitypes.Export{ID: e.ID, VolumeID: e.VolumeID, SnapshotID: e.SnapshotID, URI: exportURI(e), Writable: e.Writable,
-		State: e.State, CreatedAt: e.CreatedAt}
+		TLS: e.TLS, State: e.State, CreatedAt: e.CreatedAt}
 }
 
+// exportURI is the NBD URI of an export; nbds, the NBD URI scheme for TLS,
+// when the export requires TLS.
 func exportURI(e meta.Export) string {
 	if e.Port == 0 {
 		return ""
@@ -58,7 +60,11 @@ func exportURI(e meta.Export) string {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	return fmt.Sprintf("nbd://%s:%d/%s", host, e.Port, e.Name)
+	scheme := "nbd"
+	if e.TLS {
+		scheme = "nbds"
+	}
+	return fmt.Sprintf("%s://%s:%d/%s", scheme, host, e.Port, e.Name)
 }
 
 func snapshotJSON(v meta.Snapshot) apitypes.Snapshot {
@@ -676,8 +682,15 @@ func (s *Service) CreateExport(ctx context.Context, c Caller, vref string, req a
 		if err != nil {
 			return nil, err
 		}
+		n, err := tx.NodeByID(ctx, v.NodeID)
+		if err != nil && !meta.IsNoRows(err) {
+			return nil, err
+		}
 		e := meta.Export{ID: core.NewID(), VolumeID: v.ID, Name: core.RandomToken(16), Address: s.cfg.ExportAddress,
-			State: "starting", CreatedAt: s.now()}
+			State: "starting", CreatedAt: s.now(), TLS: s.exportNeedsTLS(n)}
+		if e.TLS && s.cfg.CA == nil {
+			return nil, fmt.Errorf("exports on %s need TLS, but the server has no certificate authority", e.Address)
+		}
 		params := map[string]string{"export_id": e.ID}
 		if req.Snapshot != "" {
 			if req.Writable {
