@@ -55,6 +55,13 @@ type Token struct {
 	Secret string `json:"secret,omitempty"`
 }
 
+// Whoami is the answer of GET /v1/whoami: the caller's token and the project
+// it acts in (the Cairn-Project one for an admin that set it).
+type Whoami struct {
+	Token   Token   `json:"token"`
+	Project Project `json:"project"`
+}
+
 type TokenCreate struct {
 	Name    string `json:"name"`
 	Project string `json:"project"` // defaults to the caller's project

@@ -7,16 +7,9 @@ import (
 	"github.com/cairn-backup/cairn/internal/apitypes"
 )
 
-// Whoami is the answer of GET /v1/whoami: the caller's token and the project
-// it acts in (the Cairn-Project one for an admin that set it).
-type Whoami struct {
-	Token   apitypes.Token   `json:"token"`
-	Project apitypes.Project `json:"project"`
-}
-
 // Whoami checks the token and tells who the caller is.
-func (c *Client) Whoami(ctx context.Context) (Whoami, error) {
-	var w Whoami
+func (c *Client) Whoami(ctx context.Context) (apitypes.Whoami, error) {
+	var w apitypes.Whoami
 	err := c.get(ctx, "/v1/whoami", nil, &w)
 	return w, err
 }

@@ -14,11 +14,11 @@ func projectJSON(p meta.Project) apitypes.Project {
 }
 
 // Whoami returns the caller's token and acting project.
-func (s *Service) Whoami(ctx context.Context, c Caller) (map[string]any, error) {
+func (s *Service) Whoami(ctx context.Context, c Caller) (apitypes.Whoami, error) {
 	if err := c.requireUser(); err != nil {
-		return nil, err
+		return apitypes.Whoami{}, err
 	}
-	var out map[string]any
+	var out apitypes.Whoami
 	err := s.db.View(ctx, func(tx *meta.Tx) error {
 		tok, err := tx.TokenByID(ctx, c.TokenID)
 		if err != nil {
@@ -32,7 +32,7 @@ func (s *Service) Whoami(ctx context.Context, c Caller) (map[string]any, error) 
 		if err != nil {
 			return err
 		}
-		out = map[string]any{"token": tokenJSON(tok, home.Name), "project": projectJSON(acting)}
+		out = apitypes.Whoami{Token: tokenJSON(tok, home.Name), Project: projectJSON(acting)}
 		return nil
 	})
 	return out, err
