@@ -332,7 +332,7 @@ func TestTaskListFilters(t *testing.T) {
 	f := newFakeAPI(t)
 	f.on("GET /v1/tasks", 200, apitypes.List[apitypes.Task]{Items: []apitypes.Task{queued("t1", "volume.grow", "volume", vol1.ID, "")}})
 	out, _, code := cairnAt(t, f, "task", "list", "--state", "queued", "--volume", "web")
-	if code != 0 || f.got()[0] != "GET /v1/tasks?state=queued&volume=web" {
+	if code != 0 || f.got()[0] != "GET /v1/tasks?limit=1000&state=queued&volume=web" {
 		t.Fatalf("exit %d, requests %v", code, f.got())
 	}
 	if !strings.Contains(out, "ID") || !strings.Contains(out, "volume.grow") {

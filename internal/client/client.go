@@ -218,6 +218,10 @@ func p(parts ...string) string {
 	return b.String()
 }
 
+// MaxPageSize is the largest page the server serves; All... helpers use it
+// so that a long list costs few round trips.
+const MaxPageSize = 1000
+
 // errCursorLoop guards All... against a server that hands back the same cursor.
 var errCursorLoop = errors.New("the server returned the same list cursor twice")
 
@@ -226,7 +230,7 @@ var errCursorLoop = errors.New("the server returned the same list cursor twice")
 func all[T any](ctx context.Context, page func(context.Context, ListOptions) (apitypes.List[T], error)) ([]T, error) {
 	items := []T{}
 	seen := map[string]bool{}
-	opts := ListOptions{}
+	opts := ListOptions{Limit: MaxPageSize}
 	for {
 		l, err := page(ctx, opts)
 		if err != nil {
