@@ -12,7 +12,7 @@ import (
 )
 
 // newTestService opens a real SQLite store with a bootstrapped admin and one node.
-func newTestService(t *testing.T) (*Service, Caller, Caller) {
+func newTestService(t testing.TB) (*Service, Caller, Caller) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "meta.db"))
