@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"maps"
 	"os"
 	"path/filepath"
@@ -376,34 +377,11 @@ func (a *app) writeExportCredentials(ctx context.Context, c *client.Client, volu
 		{"client-cert.pem", cr.ClientCert, 0o644},
 		{"client-key.pem", cr.ClientKey, 0o600},
 	} {
-		if err := replaceFile(filepath.Join(dir, f.name), []byte(f.data), f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), []byte(f.data), f.mode); err != nil {
 			return cr, fmt.Errorf("writing credentials: %w", err)
 		}
 	}
 	return cr, nil
-}
-
-// replaceFile writes data to path with exactly mode, replacing any file
-// there (whatever its mode) in one rename.
-func replaceFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly once renamed
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func (a *app) volumeUnexportCommand() *cobra.Command {

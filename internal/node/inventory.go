@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"sort"
@@ -135,34 +136,7 @@ func (w *Worker) writeSidecar(sc *apitypes.Sidecar) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(w.sidecarPath(sc.ID), append(data, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return atomicfile.Write(w.sidecarPath(sc.ID), append(data, '\n'), 0o600)
 }
 
 // removeFile removes path (a missing file is fine) and syncs its directory.
