@@ -1,0 +1,195 @@
+package chunker
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/cairn-backup/cairn/internal/core"
+)
+
+// Limits of the fixed chunk size. The repository picks one size per image
+// backup (64 to 256 KiB); the chunker accepts any power of two in between
+// these bounds so that tests and experiments can use others.
+const (
+	MinFixedSize = 4 << 10
+	MaxFixedSize = 16 << 20
+)
+
+// Fixed cuts images into chunks of Size bytes aligned to multiples of Size.
+// It is immutable and safe for concurrent use.
+type Fixed struct {
+	size int
+}
+
+// NewFixed returns a fixed-size chunker. size must be a power of two between
+// MinFixedSize and MaxFixedSize, so that chunks line up with qcow2 clusters
+// (64 KiB) and file-system blocks.
+func NewFixed(size int) (*Fixed, error) {
+	if size < MinFixedSize || size > MaxFixedSize || size&(size-1) != 0 {
+		return nil, core.Invalid("chunker: fixed chunk size %d is not a power of two between %d and %d",
+			size, MinFixedSize, MaxFixedSize)
+	}
+	return &Fixed{size: size}, nil
+}
+
+// Size returns the chunk size in bytes.
+func (f *Fixed) Size() int { return f.size }
+
+// Scan returns a scanner that reads r from its current position to its end,
+// which it takes as offset 0, in chunks of Size bytes (the last may be
+// shorter). Every byte is read; all-zero chunks are reported as Zero.
+func (f *Fixed) Scan(r io.Reader) *FixedScanner {
+	return &FixedScanner{size: f.size, r: r}
+}
+
+// ScanExtents returns a scanner over the image r of size bytes, of which only
+// the extents may hold data: chunks cover [0, size), a chunk entirely outside
+// the extents is reported as Zero without reading r, and the parts of a chunk
+// outside the extents are taken as zeros without reading them. The extents
+// may be unsorted, overlapping or reach past size (they are normalised); a
+// negative offset or length is an error. A read that ends early (the image
+// is shorter than an extent says) is an error wrapping io.ErrUnexpectedEOF.
+func (f *Fixed) ScanExtents(r io.ReaderAt, size int64, extents []Extent) (*FixedScanner, error) {
+	if size < 0 {
+		return nil, core.Invalid("chunker: negative image size %d", size)
+	}
+	ext, err := normalizeExtents(extents, size)
+	if err != nil {
+		return nil, err
+	}
+	return &FixedScanner{size: f.size, ra: r, total: size, extents: ext}, nil
+}
+
+// FixedScanner yields the chunks of one stream or image. It is not safe for
+// concurrent use.
+type FixedScanner struct {
+	size int
+	off  int64
+	err  error
+
+	// stream mode
+	r   io.Reader
+	eof bool
+
+	// image mode (ra != nil)
+	ra      io.ReaderAt
+	total   int64
+	extents []Extent // normalised; extents[0] is the first that ends after off
+}
+
+// Next returns the next chunk, or io.EOF after the last one.
+func (s *FixedScanner) Next() (Chunk, error) {
+	if s.err != nil {
+		return Chunk{}, s.err
+	}
+	var c Chunk
+	var err error
+	if s.ra != nil {
+		c, err = s.nextExtent()
+	} else {
+		c, err = s.nextStream()
+	}
+	if err != nil {
+		s.err = err
+		return Chunk{}, err
+	}
+	s.off += int64(c.Length)
+	return c, nil
+}
+
+func (s *FixedScanner) nextStream() (Chunk, error) {
+	if s.eof {
+		return Chunk{}, io.EOF
+	}
+	buf := getBuffer(s.size)
+	b := buf.b[:s.size]
+	n, empty := 0, 0
+	for n < len(b) {
+		m, err := s.r.Read(b[n:])
+		n += m
+		if err == io.EOF {
+			s.eof = true
+			break
+		}
+		if err == nil && m == 0 {
+			empty++
+		}
+		if err == nil && empty >= maxEmptyReads {
+			err = io.ErrNoProgress
+		}
+		if err != nil {
+			buf.put()
+			return Chunk{}, fmt.Errorf("chunker: reading at offset %d: %w", s.off+int64(n), err)
+		}
+	}
+	if n == 0 {
+		buf.put()
+		return Chunk{}, io.EOF
+	}
+	if IsZero(b[:n]) {
+		buf.put()
+		return Chunk{Offset: s.off, Length: n, Zero: true}, nil
+	}
+	return chunkOf(s.off, buf, n), nil
+}
+
+func (s *FixedScanner) nextExtent() (Chunk, error) {
+	if s.off >= s.total {
+		return Chunk{}, io.EOF
+	}
+	start := s.off
+	end := min(start+int64(s.size), s.total)
+	n := int(end - start)
+	for len(s.extents) > 0 && s.extents[0].End() <= start {
+		s.extents = s.extents[1:]
+	}
+	if len(s.extents) == 0 || s.extents[0].Offset >= end {
+		// Entirely in a hole: nothing to read.
+		return Chunk{Offset: start, Length: n, Zero: true}, nil
+	}
+	buf := getBuffer(s.size)
+	b := buf.b[:n]
+	zero := true
+	pos := start // bytes before pos are filled
+	for _, e := range s.extents {
+		if e.Offset >= end {
+			break
+		}
+		lo, hi := max(e.Offset, start), min(e.End(), end)
+		clear(b[pos-start : lo-start])
+		piece := b[lo-start : hi-start]
+		if err := readFullAt(s.ra, piece, lo); err != nil {
+			buf.put()
+			return Chunk{}, err
+		}
+		if zero && !IsZero(piece) {
+			zero = false
+		}
+		pos = hi
+	}
+	if zero {
+		buf.put()
+		return Chunk{Offset: start, Length: n, Zero: true}, nil
+	}
+	clear(b[pos-start:])
+	return chunkOf(start, buf, n), nil
+}
+
+// readFullAt fills p from r at off. An io.EOF that comes with a full read is
+// not an error (io.ReaderAt allows it at the end of the input).
+func readFullAt(r io.ReaderAt, p []byte, off int64) error {
+	for len(p) > 0 {
+		n, err := r.ReadAt(p, off)
+		p, off = p[n:], off+int64(n)
+		if len(p) == 0 {
+			return nil
+		}
+		if err == io.EOF || (err == nil && n == 0) {
+			return fmt.Errorf("chunker: reading at offset %d: image ends inside a data extent: %w", off, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return fmt.Errorf("chunker: reading at offset %d: %w", off, err)
+		}
+	}
+	return nil
+}
