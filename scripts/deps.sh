@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # Installs the Debian packages cairn needs when they are missing.
 #   scripts/deps.sh run    tools the server and node use
-#   scripts/deps.sh test   those plus what the tests drive
+#   scripts/deps.sh test   those plus what the tests drive (and versitygw,
+#                          built with go install into $(go env GOPATH)/bin)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 what=${1:-run}
+
+# Go programs the tests drive, built from source with `go install` (works as
+# non-root too): versitygw, the S3 server the blob tests start on loopback.
+if [ "$what" = test ] || [ "$what" = bench ]; then
+  gocmd=$(command -v go || echo /usr/local/go/bin/go)
+  if [ ! -x "$gocmd" ]; then
+    echo "Go is not installed: install Go 1.26 or newer first" >&2
+    exit 1
+  fi
+  gobin=$("$gocmd" env GOBIN)
+  [ -n "$gobin" ] || gobin="$("$gocmd" env GOPATH | cut -d: -f1)/bin"
+  if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+    echo "installing versitygw (the S3 server the tests use) into $gobin, about 2 minutes:" >&2
+    echo "  go install github.com/versity/versitygw/cmd/versitygw@v1.8.0" >&2
+    "$gocmd" install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+  fi
+fi
 
 # command -> Debian package
 declare -A pkg=(

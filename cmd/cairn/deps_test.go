@@ -42,6 +42,11 @@ func TestLayering(t *testing.T) {
 		"pki":         {"atomicfile"},
 		"node":        {"qemu", "apitypes", "core", "atomicfile"},
 		"service":     {"meta", "apitypes", "core"},
+		"chunker":     {"core"},
+		"blob":        {"core"},
+		"blob/mem":    {"blob", "core"},
+		"blob/local":  {"blob", "core"},
+		"blob/s3":     {"blob", "core"},
 	}
 	forbidden := map[string][]string{
 		"service": {"net/http"},
