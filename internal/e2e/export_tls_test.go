@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/cairn-backup/cairn/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,24 +33,7 @@ func nbdsTarget(t *testing.T, uri string) (host string, port int, name string) {
 func tlsQemuIO(t *testing.T, uri, credDir string, cmds ...string) (string, bool) {
 	t.Helper()
 	host, port, name := nbdsTarget(t, uri)
-	opts := "driver=nbd,host=" + host + ",port=" + strconv.Itoa(port) + ",export=" + name
-	args := []string{"-r"}
-	for _, c := range cmds {
-		if strings.HasPrefix(c, "write") {
-			args = nil
-		}
-	}
-	if credDir != "" {
-		args = append(args, "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+credDir)
-		opts += ",tls-creds=tls0"
-	}
-	args = append(args, "--image-opts", opts)
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	ok := err == nil && !strings.Contains(string(out), "failed") && !strings.Contains(string(out), "can't open")
-	return string(out), ok
+	return testenv.TLSQemuIO(host, port, name, credDir, cmds...)
 }
 
 // writeCreds writes API credentials in QEMU's client layout.

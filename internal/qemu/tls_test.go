@@ -1,8 +1,8 @@
 package qemu
 
 import (
+	"github.com/cairn-backup/cairn/internal/testenv"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,24 +59,7 @@ func newTLSFixture(t *testing.T, dir string, clients ...string) tlsFixture {
 // ("" = no TLS at all) and returns its output and whether it succeeded. The
 // client is read-only unless a command writes.
 func tlsIO(port int, name, credDir string, cmds ...string) (string, bool) {
-	opts := "driver=nbd,host=127.0.0.1,port=" + strconv.Itoa(port) + ",export=" + name
-	args := []string{"-r"}
-	for _, c := range cmds {
-		if strings.HasPrefix(c, "write") {
-			args = nil
-		}
-	}
-	if credDir != "" {
-		args = append(args, "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+credDir)
-		opts += ",tls-creds=tls0"
-	}
-	args = append(args, "--image-opts", opts)
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	ok := err == nil && !strings.Contains(string(out), "failed") && !strings.Contains(string(out), "can't open")
-	return string(out), ok
+	return testenv.TLSQemuIO("127.0.0.1", port, name, credDir, cmds...)
 }
 
 // TestTLSExports pins the QEMU 7.2 command lines of TLS exports: the live

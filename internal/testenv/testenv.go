@@ -81,3 +81,29 @@ func NBDSize(t testing.TB, uri string) int64 {
 	}
 	return v
 }
+
+// TLSQemuIO runs qemu-io against an NBD export that requires TLS, with the
+// client credentials in credDir (QEMU's layout: ca-cert.pem, client-cert.pem,
+// client-key.pem; "" = a client without TLS), and reports whether every
+// command succeeded, with the output. The client is read-only unless a
+// command writes.
+func TLSQemuIO(host string, port int, name, credDir string, cmds ...string) (string, bool) {
+	opts := "driver=nbd,host=" + host + ",port=" + strconv.Itoa(port) + ",export=" + name
+	args := []string{"-r"}
+	for _, c := range cmds {
+		if strings.HasPrefix(c, "write") {
+			args = nil
+		}
+	}
+	if credDir != "" {
+		args = append(args, "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+credDir)
+		opts += ",tls-creds=tls0"
+	}
+	args = append(args, "--image-opts", opts)
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	ok := err == nil && !strings.Contains(string(out), "failed") && !strings.Contains(string(out), "can't open")
+	return string(out), ok
+}
