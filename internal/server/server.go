@@ -158,10 +158,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		o.Out("rebuilt metadata: %d volumes added from sidecar files\n", n)
 	}
-	if n, err := svc.FailInterrupted(ctx); err != nil {
-		return fail(err)
-	} else if n > 0 {
-		o.Logger.Warn("tasks left running by the previous run were marked failed", "count", n)
+	if nodeID != "" {
+		// The in-process node died with the previous run: its running tasks are gone.
+		if n, err := svc.FailInterrupted(ctx, nodeID, "server restarted while the task ran; check the volume and retry"); err != nil {
+			return fail(err)
+		} else if n > 0 {
+			o.Logger.Warn("tasks left running by the previous run were marked failed", "count", n)
+		}
 	}
 
 	metrics := httpapi.NewMetrics(svc)

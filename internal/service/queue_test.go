@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +155,34 @@ func TestCancelRunningNeedsCancelable(t *testing.T) {
 	tk, _ := s.GetTask(ctx, admin, imp.ID, 0)
 	if tk.State != apitypes.TaskCanceled {
 		t.Fatalf("import ended %s", tk.State)
+	}
+}
+
+func TestNodeRestartFailsItsRunningTasks(t *testing.T) {
+	s, admin, node := newTestService(t)
+	ctx := context.Background()
+	v, _ := s.CreateVolume(ctx, admin, apitypes.VolumeCreate{Name: "a", Size: 1 << 20})
+	nt := claimNow(t, s, node)
+	s.Complete(ctx, node, nt.Task.ID, apitypes.NodeComplete{Size: 1 << 20})
+	snap, _ := s.CreateSnapshot(ctx, admin, "a", apitypes.SnapshotCreate{Name: "s"})
+	if nt = claimNow(t, s, node); nt == nil || nt.Task.ID != snap.ID {
+		t.Fatalf("claim: %+v", nt)
+	}
+	// The node restarts with the tag already in its file: the task fails and the
+	// snapshot is adopted as an orphan.
+	_, err := s.Inventory(ctx, node, apitypes.NodeInventory{Volumes: []apitypes.InventoryVolume{{
+		ID: v.ResourceID, Present: true, Size: 1 << 20,
+		Snapshots: []apitypes.InventorySnapshot{{Tag: nt.Plan.Tag, Size: 1 << 20}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, _ := s.GetTask(ctx, admin, snap.ID, 0)
+	if task.State != apitypes.TaskFailed || task.ErrorCode != "interrupted" || !strings.Contains(task.Error, "node restarted") {
+		t.Fatalf("task after the node restarted: %+v", task)
+	}
+	l, _ := s.ListSnapshots(ctx, admin, "a", Page{Limit: 10})
+	if len(l.Items) != 1 || l.Items[0].State != apitypes.SnapshotOrphan || l.Items[0].ID != nt.Plan.Tag {
+		t.Fatalf("snapshots after the restart: %+v", l.Items)
 	}
 }

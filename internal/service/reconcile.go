@@ -34,6 +34,11 @@ func (s *Service) Inventory(ctx context.Context, c Caller, inv apitypes.NodeInve
 	}
 	out := apitypes.NodeVolumes{Volumes: []apitypes.NodeVolume{}}
 	err := s.db.Update(ctx, func(tx *meta.Tx) error {
+		// A node that reports its inventory has just started: whatever it was
+		// running before is gone.
+		if _, err := s.failRunning(ctx, tx, c.NodeID, "the node restarted while the task ran; check the volume and retry"); err != nil {
+			return err
+		}
 		vs, err := tx.VolumesOnNode(ctx, c.NodeID)
 		if err != nil {
 			return err

@@ -220,29 +220,40 @@ func (s *Service) taskFinished(t meta.Task) {
 	s.OnTaskFinished(t.Kind, t.State, d)
 }
 
-// FailInterrupted marks tasks left running by a stopped server as failed and
-// undoes what they had reserved. It runs once at server start, before any node
-// claims work.
-func (s *Service) FailInterrupted(ctx context.Context) (int, error) {
+// FailInterrupted marks the running tasks of one node as failed and undoes
+// what they had reserved: the server calls it at start for its in-process
+// node, which died with it; a remote node's tasks are failed when that node
+// restarts (Inventory) or stops answering (FailLostNodes), since it may still
+// be finishing them while the server restarts.
+func (s *Service) FailInterrupted(ctx context.Context, nodeID, why string) (int, error) {
 	n := 0
 	err := s.db.Update(ctx, func(tx *meta.Tx) error {
-		ts, err := tx.Tasks(ctx, meta.TaskFilter{States: []string{apitypes.TaskRunning}})
-		if err != nil {
-			return err
-		}
-		for _, t := range ts {
-			if err := s.undo(ctx, tx, t, nil); err != nil {
-				return err
-			}
-			s.finish(&t, apitypes.TaskFailed, "server restarted while the task ran; check the volume and retry", "interrupted")
-			if err := tx.UpdateTask(ctx, t); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
+		var err error
+		n, err = s.failRunning(ctx, tx, nodeID, why)
+		return err
 	})
+	if n > 0 {
+		s.changed.notify()
+	}
 	return n, err
+}
+
+// failRunning fails a node's running tasks inside tx.
+func (s *Service) failRunning(ctx context.Context, tx *meta.Tx, nodeID, why string) (int, error) {
+	ts, err := tx.Tasks(ctx, meta.TaskFilter{NodeID: nodeID, States: []string{apitypes.TaskRunning}})
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range ts {
+		if err := s.undo(ctx, tx, t, nil); err != nil {
+			return 0, err
+		}
+		s.finish(&t, apitypes.TaskFailed, why, "interrupted")
+		if err := tx.UpdateTask(ctx, t); err != nil {
+			return 0, err
+		}
+	}
+	return len(ts), nil
 }
 
 // FailLostNodes fails the running tasks of nodes whose heartbeat stopped.
