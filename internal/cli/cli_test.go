@@ -400,7 +400,7 @@ func TestActionOutputs(t *testing.T) {
 		{name: "volume create", args: []string{"volume", "create", "web", "--size", "10G"}, json: vol1,
 			plain: "created volume web (" + vol1.ID + "): 10 GiB, data, node n1, ready"},
 		{name: "snapshot create", args: []string{"snapshot", "create", "web", "--name", "b"}, json: snapB,
-			plain: "created snapshot b (" + snapB.ID + ")"},
+			plain: "created snapshot web@b (" + snapB.ID + ")"},
 		{name: "export snapshot", args: []string{"volume", "export", "web@a"}, json: export, plain: export.URI + "\n"},
 		{name: "volume delete", args: []string{"volume", "delete", "web"}, json: done(deleteVol), plain: "deleted volume web"},
 		{name: "apply saving current", args: []string{"snapshot", "apply", "web@a", "--save-current"}, json: vol1,

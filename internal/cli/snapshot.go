@@ -25,15 +25,16 @@ func (a *app) snapshotCommand() *cobra.Command {
 	return cmd
 }
 
-// printSnapshotOf prints the snapshot a finished task acted on.
-func (a *app) printSnapshotOf(ctx context.Context, c *client.Client, verb string) func(apitypes.Task) error {
+// printSnapshotOf prints the snapshot a finished task acted on; vol is the
+// volume as the user named it.
+func (a *app) printSnapshotOf(ctx context.Context, c *client.Client, verb, vol string) func(apitypes.Task) error {
 	return func(t apitypes.Task) error {
 		s, err := c.GetSnapshot(ctx, t.VolumeID, t.ResourceID)
 		if err != nil {
 			return fmt.Errorf("task %s succeeded but reading snapshot %s failed: %w", t.ID, t.ResourceID, err)
 		}
 		return a.print(s, func() {
-			fmt.Fprintf(a.stdout, "%s snapshot %s (%s) of volume %s\n", verb, s.Name, s.ID, s.VolumeID)
+			fmt.Fprintf(a.stdout, "%s snapshot %s@%s (%s)\n", verb, vol, s.Name, s.ID)
 		})
 	}
 }
@@ -53,7 +54,7 @@ func (a *app) snapshotCreateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.act(ctx, c, t, a.printSnapshotOf(ctx, c, "created"))
+			return a.act(ctx, c, t, a.printSnapshotOf(ctx, c, "created", args[0]))
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "snapshot name (generated when not given)")
