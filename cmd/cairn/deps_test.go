@@ -43,6 +43,7 @@ func TestLayering(t *testing.T) {
 		"node":        {"qemu", "apitypes", "core", "atomicfile"},
 		"service":     {"meta", "apitypes", "core"},
 		"chunker":     {"core"},
+		"repo/crypto": {"core"},
 		"blob":        {"core"},
 		"blob/mem":    {"blob", "core"},
 		"blob/local":  {"blob", "core"},

@@ -1,0 +1,85 @@
+package crypto
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkChunkID compares the two keyed hashes that ChunkID can use.
+// The faster one on the reference machine is chunkIDAlgorithm.
+func BenchmarkChunkID(b *testing.B) {
+	k := NewMasterKey()
+	for _, algo := range []chunkIDAlgo{algoHMACSHA256, algoBLAKE3} {
+		b.Run(algo.String(), func(b *testing.B) {
+			for _, size := range []int{64 << 10, 1 << 20} {
+				data := make([]byte, size)
+				for i := range data {
+					data[i] = byte(i*7 + i>>8)
+				}
+				b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+					b.SetBytes(int64(size))
+					for b.Loop() {
+						k.chunkIDWith(algo, data)
+					}
+				})
+			}
+		})
+	}
+}
+
+func BenchmarkSeal(b *testing.B) {
+	k := NewMasterKey()
+	data := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		k.Seal(data, nil)
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	k := NewMasterKey()
+	sealed := k.Seal(make([]byte, 1<<20), nil)
+	b.SetBytes(1 << 20)
+	for b.Loop() {
+		if _, err := k.Open(sealed, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnlock measures DefaultKDFParams: the time a user waits per password.
+func BenchmarkUnlock(b *testing.B) {
+	kf, err := NewKeyFile(NewMasterKey(), []byte("pw"), DefaultKDFParams())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := kf.Unlock([]byte("pw")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestKDFCostTable prints unlock times for candidate parameters (go test -v -run KDFCost -kdfcost).
+func TestKDFCostTable(t *testing.T) {
+	if !*kdfCost {
+		t.Skip("pass -kdfcost to print the table")
+	}
+	for _, p := range []KDFParams{
+		{3, 64 << 10, 2}, {6, 128 << 10, 2}, {3, 192 << 10, 2}, {4, 192 << 10, 2}, {3, 256 << 10, 2},
+	} {
+		kf, err := NewKeyFile(NewMasterKey(), []byte("pw"), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		const n = 5
+		for range n {
+			if _, err := kf.Unlock([]byte("pw")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("time=%d memory=%d MiB threads=%d: %v per unlock", p.Time, p.MemoryKiB>>10, p.Threads, time.Since(start)/n)
+	}
+}
