@@ -216,9 +216,6 @@ func chunkHashes(t *testing.T, c *CDC, data []byte) [][32]byte {
 // (or deleted from it) change one or two chunks with the default parameters;
 // every other chunk is found again.
 func TestCDCInsertion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("64 MiB inputs")
-	}
 	c := mustCDC(t, DefaultCDCParams())
 	orig := randomBytes(64<<20, 11)
 	before := chunkHashes(t, c, orig)

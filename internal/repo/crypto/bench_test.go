@@ -3,7 +3,6 @@ package crypto
 import (
 	"fmt"
 	"testing"
-	"time"
 )
 
 // BenchmarkChunkID compares the two keyed hashes that ChunkID can use.
@@ -61,25 +60,22 @@ func BenchmarkUnlock(b *testing.B) {
 	}
 }
 
-// TestKDFCostTable prints unlock times for candidate parameters (go test -v -run KDFCost -kdfcost).
-func TestKDFCostTable(t *testing.T) {
-	if !*kdfCost {
-		t.Skip("pass -kdfcost to print the table")
-	}
+// BenchmarkKDFCost measures one unlock for candidate argon2id parameters, to
+// tune DefaultKDFParams: go test -run '^$' -bench KDFCost ./internal/repo/crypto/
+func BenchmarkKDFCost(b *testing.B) {
 	for _, p := range []KDFParams{
 		{3, 64 << 10, 2}, {6, 128 << 10, 2}, {3, 192 << 10, 2}, {4, 192 << 10, 2}, {3, 256 << 10, 2},
 	} {
-		kf, err := NewKeyFile(NewMasterKey(), []byte("pw"), p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		const n = 5
-		for range n {
-			if _, err := kf.Unlock([]byte("pw")); err != nil {
-				t.Fatal(err)
+		b.Run(fmt.Sprintf("time=%d,memory=%dMiB,threads=%d", p.Time, p.MemoryKiB>>10, p.Threads), func(b *testing.B) {
+			kf, err := NewKeyFile(NewMasterKey(), []byte("pw"), p)
+			if err != nil {
+				b.Fatal(err)
 			}
-		}
-		t.Logf("time=%d memory=%d MiB threads=%d: %v per unlock", p.Time, p.MemoryKiB>>10, p.Threads, time.Since(start)/n)
+			for b.Loop() {
+				if _, err := kf.Unlock([]byte("pw")); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
