@@ -41,9 +41,11 @@ fuzz:
 	  done; \
 	done
 
+# BENCH_OUT=FILE also writes the repository benchmark's table to FILE.
 bench: build
 	@scripts/deps.sh bench
 	scripts/bench-snapshots.sh
+	BENCH_OUT='$(BENCH_OUT)' scripts/bench-repo.sh
 
 clean:
 	rm -rf bin

@@ -38,6 +38,9 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 fi
 if [ "$what" = bench ]; then
   pkg[hyperfine]=hyperfine
+  # scripts/bench-repo.sh runs cairn's repository beside restic and borg
+  pkg[restic]=restic
+  pkg[borg]=borgbackup
 fi
 
 missing=()

@@ -245,3 +245,19 @@ type Node struct {
 type NodeCreate struct {
 	Name string `json:"name"`
 }
+
+// Backup is one backup in a repository: of a volume (a disk image) or of a
+// file tree. `cairn repo` prints backups with this schema too.
+type Backup struct {
+	ID         string    `json:"id"`
+	Kind       string    `json:"kind"` // image or files
+	Time       time.Time `json:"time"`
+	Host       string    `json:"host"`
+	Paths      []string  `json:"paths"`
+	Tags       []string  `json:"tags"`
+	ParentID   string    `json:"parent_id,omitempty"`
+	Size       int64     `json:"size"`        // logical bytes (the image's size, or the files' total)
+	BytesAdded int64     `json:"bytes_added"` // stored bytes this backup added to the repository
+	Files      int64     `json:"files,omitempty"`
+	Duration   float64   `json:"duration_seconds"`
+}

@@ -69,6 +69,29 @@ func (k *MasterKey) Seal(plaintext, additionalData []byte) []byte {
 	return k.gcm().Seal(out, out[:NonceSize], plaintext, additionalData)
 }
 
+// SealAppend is Seal that appends the sealed form to dst and returns the
+// extended slice.
+func (k *MasterKey) SealAppend(dst, plaintext, additionalData []byte) []byte {
+	n := len(dst)
+	dst = append(dst, make([]byte, NonceSize)...)
+	_, _ = rand.Read(dst[n:])
+	nonce := dst[n : n+NonceSize : n+NonceSize]
+	return k.gcm().Seal(dst, nonce, plaintext, additionalData)
+}
+
+// OpenTo is Open that decrypts into dst's storage (dst[:0]); dst must not
+// overlap sealed.
+func (k *MasterKey) OpenTo(dst, sealed, additionalData []byte) ([]byte, error) {
+	if len(sealed) < Overhead {
+		return nil, core.Corrupt("sealed blob is %d bytes, shorter than the %d-byte minimum (nonce and tag)", len(sealed), Overhead)
+	}
+	plain, err := k.gcm().Open(dst[:0], sealed[:NonceSize], sealed[NonceSize:], additionalData)
+	if err != nil {
+		return nil, core.Corrupt("sealed blob failed authentication (AES-256-GCM): tampered, truncated, or sealed with another key or context")
+	}
+	return plain, nil
+}
+
 // Open checks and decrypts a blob made by Seal with the same additionalData.
 // Any short, truncated, tampered or foreign blob gives an error of
 // core.KindCorrupt; Open never panics on its input.

@@ -1,0 +1,352 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/blob"
+	"github.com/cairn-backup/cairn/internal/blob/location"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/repo"
+	"github.com/cairn-backup/cairn/internal/repo/format"
+)
+
+// Environment variables of `cairn repo`.
+const (
+	EnvRepo         = "CAIRN_REPO"
+	EnvPassword     = "CAIRN_PASSWORD"
+	EnvPasswordFile = "CAIRN_PASSWORD_FILE"
+)
+
+// repoApp holds the flags shared by the `cairn repo` commands.
+type repoApp struct {
+	*app
+	location     string
+	passwordFile string
+	lockWait     time.Duration
+	accessKey    string
+	secretKey    string
+	region       string
+	connections  int
+}
+
+// repoCommand is `cairn repo`: the repository engine without a server, also
+// the disaster-recovery tool.
+func (a *app) repoCommand() *cobra.Command {
+	ra := &repoApp{app: a}
+	cmd := groupCommand("repo", "Work on a backup repository directly (no server needed)")
+	f := cmd.PersistentFlags()
+	f.StringVarP(&ra.location, "repo", "r", "", "repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (env "+EnvRepo+")")
+	f.StringVar(&ra.passwordFile, "password-file", "", "read the password from this file (env "+EnvPasswordFile+"; or "+EnvPassword+", or a prompt)")
+	f.DurationVar(&ra.lockWait, "lock-wait", 0, "wait this long for a conflicting lock (e.g. 10m)")
+	f.StringVar(&ra.accessKey, "s3-access-key", "", "S3 access key (default AWS_ACCESS_KEY_ID)")
+	f.StringVar(&ra.secretKey, "s3-secret-key", "", "S3 secret key (default AWS_SECRET_ACCESS_KEY)")
+	f.StringVar(&ra.region, "s3-region", "", "S3 region (default AWS_REGION, else asked from the server)")
+	f.IntVar(&ra.connections, "s3-connections", 0, "concurrent S3 requests (default 8)")
+	cmd.AddCommand(
+		ra.initCommand(), ra.backupCommand(), ra.backupsCommand(), ra.lsCommand(), ra.restoreCommand(),
+		ra.catCommand(), ra.verifyCommand(), ra.forgetCommand(), ra.pruneCommand(), ra.statsCommand(),
+		ra.keyCommand(), ra.unlockCommand(),
+	)
+	return cmd
+}
+
+func (ra *repoApp) where() (string, error) {
+	loc := ra.location
+	if loc == "" {
+		loc = os.Getenv(EnvRepo)
+	}
+	if loc == "" {
+		return "", core.Invalid("no repository given: use --repo or " + EnvRepo)
+	}
+	return loc, nil
+}
+
+// openStore opens the blob store of the repository location.
+func (ra *repoApp) openStore(ctx context.Context, create bool) (blob.Store, string, error) {
+	loc, err := ra.where()
+	if err != nil {
+		return nil, "", err
+	}
+	store, err := location.Open(ctx, loc, location.Options{
+		AccessKey: ra.accessKey, SecretKey: ra.secretKey, Region: ra.region,
+		Connections: ra.connections, Create: create,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("opening repository %s: %w", loc, err)
+	}
+	return store, loc, nil
+}
+
+// password reads the password: --password-file, CAIRN_PASSWORD_FILE,
+// CAIRN_PASSWORD, or a prompt on the terminal (twice when confirm).
+func (ra *repoApp) password(prompt string, confirm bool) ([]byte, error) {
+	file := ra.passwordFile
+	if file == "" {
+		file = os.Getenv(EnvPasswordFile)
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, core.Invalid("reading the password file: %v", err)
+		}
+		p := strings.TrimRight(string(b), "\r\n")
+		if p == "" {
+			return nil, core.Invalid("the password file %s is empty", file)
+		}
+		return []byte(p), nil
+	}
+	if p := os.Getenv(EnvPassword); p != "" {
+		return []byte(p), nil
+	}
+	return promptPassword(prompt, confirm)
+}
+
+func promptPassword(prompt string, confirm bool) ([]byte, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, core.Invalid("no password: set %s or %s, use --password-file, or run on a terminal", EnvPassword, EnvPasswordFile)
+	}
+	defer tty.Close()
+	read := func(p string) ([]byte, error) {
+		fmt.Fprint(tty, p)
+		defer fmt.Fprintln(tty)
+		if term.IsTerminal(int(tty.Fd())) {
+			return term.ReadPassword(int(tty.Fd()))
+		}
+		line, err := bufio.NewReader(tty).ReadString('\n')
+		return []byte(strings.TrimRight(line, "\r\n")), err
+	}
+	p, err := read(prompt)
+	if err != nil {
+		return nil, fmt.Errorf("reading the password: %w", err)
+	}
+	if len(p) == 0 {
+		return nil, core.Invalid("the password is empty")
+	}
+	if confirm {
+		q, err := read("Enter it again: ")
+		if err != nil {
+			return nil, fmt.Errorf("reading the password: %w", err)
+		}
+		if string(p) != string(q) {
+			return nil, core.Invalid("the passwords do not match")
+		}
+	}
+	return p, nil
+}
+
+// open opens and unlocks the repository; with index it also loads the index.
+func (ra *repoApp) open(ctx context.Context, index bool) (*repo.Repository, error) {
+	store, loc, err := ra.openStore(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	// Refuse a newer format before asking for a password.
+	if _, err := repo.ReadConfig(ctx, store); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	pw, err := ra.password("Repository password: ", false)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	r, err := repo.Open(ctx, store, pw, repo.Options{LockWait: ra.lockWait})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if index {
+		if err := r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// locked opens the repository, takes a lock and runs body.
+func (ra *repoApp) locked(ctx context.Context, exclusive bool, command string, body func(r *repo.Repository) error) error {
+	r, err := ra.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, exclusive, command)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	return body(r)
+}
+
+func (ra *repoApp) initCommand() *cobra.Command {
+	var chunk string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a repository",
+		Args:  cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&chunk, "image-chunk-size", "", "chunk size of disk image backups, 64K to 256K (default 128K)")
+	cmd.RunE = ra.run(func(ctx context.Context, _ []string) error {
+		var opts repo.InitOptions
+		if chunk != "" {
+			n, err := core.ParseSize(chunk)
+			if err != nil {
+				return err
+			}
+			if n < 64<<10 || n > 256<<10 || n&(n-1) != 0 {
+				return core.Invalid("--image-chunk-size %s: use 64K, 128K or 256K", chunk)
+			}
+			opts.ImageChunkSize = int(n)
+		}
+		store, loc, err := ra.openStore(ctx, true)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		pw, err := ra.password("Password for the new repository: ", true)
+		if err != nil {
+			return err
+		}
+		r, err := repo.Init(ctx, store, pw, opts, repo.Options{})
+		if err != nil {
+			return err
+		}
+		cfg := r.Config()
+		out := map[string]any{"id": cfg.ID, "location": loc, "version": cfg.Version, "key_id": r.KeyID(),
+			"image_chunk_size": cfg.ImageChunkSize}
+		return ra.print(out, func() {
+			fmt.Fprintf(ra.stdout, "created repository %s at %s\n", cfg.ID, loc)
+			fmt.Fprintln(ra.stdout, "Keep the password safe: without it the backups cannot be read.")
+		})
+	})
+	return cmd
+}
+
+func (ra *repoApp) keyCommand() *cobra.Command {
+	cmd := groupCommand("key", "Manage the repository's passwords")
+	var newFile string
+	add := &cobra.Command{Use: "add", Short: "Add a password", Args: cobra.NoArgs}
+	add.Flags().StringVar(&newFile, "new-password-file", "", "read the new password from this file (else a prompt)")
+	add.RunE = ra.run(func(ctx context.Context, _ []string) error {
+		r, err := ra.open(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		var pw []byte
+		if newFile != "" {
+			b, err := os.ReadFile(newFile)
+			if err != nil {
+				return core.Invalid("reading the new password file: %v", err)
+			}
+			pw = []byte(strings.TrimRight(string(b), "\r\n"))
+		} else if pw, err = promptPassword("New password: ", true); err != nil {
+			return err
+		}
+		id, err := r.AddKey(ctx, pw)
+		if err != nil {
+			return err
+		}
+		return ra.print(map[string]string{"id": id}, func() { fmt.Fprintf(ra.stdout, "added key %s\n", id) })
+	})
+	list := &cobra.Command{Use: "list", Short: "List the keys", Args: cobra.NoArgs}
+	list.RunE = ra.run(func(ctx context.Context, _ []string) error {
+		r, err := ra.open(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		keys, err := r.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		return ra.print(keys, func() {
+			rows := [][]string{}
+			for _, k := range keys {
+				cur := ""
+				if k.Current {
+					cur = "*"
+				}
+				rows = append(rows, []string{cur + k.ID, showTime(k.Created), orDash(k.Username), orDash(k.Host)})
+			}
+			table(ra.stdout, []string{"ID", "CREATED", "USER", "HOST"}, rows)
+		})
+	})
+	remove := &cobra.Command{Use: "remove KEY", Short: "Remove a key (not the one in use, not the last)", Args: cobra.ExactArgs(1)}
+	remove.RunE = ra.run(func(ctx context.Context, args []string) error {
+		r, err := ra.open(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if err := r.RemoveKey(ctx, args[0]); err != nil {
+			return err
+		}
+		return ra.print(map[string]string{"removed": args[0]}, func() { fmt.Fprintf(ra.stdout, "removed key %s\n", args[0]) })
+	})
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
+
+func (ra *repoApp) unlockCommand() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{Use: "unlock", Short: "Remove stale locks (of dead processes, or older than 30 minutes)", Args: cobra.NoArgs}
+	cmd.Flags().BoolVar(&all, "all", false, "remove every lock, also live ones (only when no other cairn works on the repository)")
+	cmd.RunE = ra.run(func(ctx context.Context, _ []string) error {
+		r, err := ra.open(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		removed, err := r.Unlock(ctx, all)
+		if err != nil {
+			return err
+		}
+		if removed == nil {
+			removed = []string{}
+		}
+		return ra.print(removed, func() { fmt.Fprintf(ra.stdout, "removed %d locks\n", len(removed)) })
+	})
+	return cmd
+}
+
+// backupOf converts a manifest to the API's Backup.
+func backupOf(m *format.Manifest) apitypes.Backup {
+	b := apitypes.Backup{ID: m.ID, Kind: m.Kind, Time: m.Time, Host: m.Host, Paths: m.Paths, Tags: m.Tags,
+		ParentID: m.Parent, BytesAdded: m.Summary.BytesAdded, Files: m.Summary.Files,
+		Duration: m.Summary.End.Sub(m.Summary.Start).Seconds()}
+	if b.Tags == nil {
+		b.Tags = []string{}
+	}
+	if m.Image != nil {
+		b.Size = m.Image.Size
+	} else {
+		b.Size = m.Summary.Bytes
+	}
+	return b
+}
+
+// repoProgress draws a bar for engine progress on a terminal.
+func (ra *repoApp) repoProgress(desc string) (func(repo.Progress), func()) {
+	p := ra.newProgress(desc)
+	if p == nil {
+		return nil, func() {}
+	}
+	return func(pr repo.Progress) {
+		p.update(apitypes.Task{State: "running", BytesDone: pr.Done, BytesTotal: pr.Total})
+	}, p.finish
+}

@@ -1,0 +1,536 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/chunker"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/filebackup"
+	"github.com/cairn-backup/cairn/internal/qcow2"
+	"github.com/cairn-backup/cairn/internal/qemu"
+	"github.com/cairn-backup/cairn/internal/repo"
+	"github.com/cairn-backup/cairn/internal/repo/format"
+)
+
+// filterFlags are the flags that select backups.
+type filterFlags struct {
+	tags   []string
+	host   string
+	source string
+}
+
+func (f *filterFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar(&f.tags, "tag", nil, "only backups with this tag (repeatable: all must match)")
+	cmd.Flags().StringVar(&f.host, "host", "", "only backups of this host")
+	cmd.Flags().StringVar(&f.source, "source", "", "only backups of this source path")
+}
+
+func (f *filterFlags) filter() repo.Filter {
+	return repo.Filter{Tags: f.tags, Host: f.host, Source: f.source}
+}
+
+// resolveBackup loads the backups and finds one from an id, prefix or latest.
+func resolveBackup(ctx context.Context, r *repo.Repository, spec string, f repo.Filter) (*format.Manifest, error) {
+	backups, err := r.Backups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return repo.Resolve(backups, spec, f)
+}
+
+func (ra *repoApp) backupCommand() *cobra.Command {
+	var (
+		image, snapshot, host, parent string
+		tags, excludes                []string
+		oneFS                         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "backup [PATH...] | --image FILE",
+		Short: "Back up files and directories, or a disk image (raw or qcow2)",
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&image, "image", "", "back up this disk image (raw or qcow2) instead of files")
+	fl.StringVar(&snapshot, "snapshot", "", "with a qcow2 --image: back up this internal snapshot (name or id)")
+	fl.StringArrayVar(&tags, "tag", nil, "tag the backup (repeatable), e.g. volume=web or nightly")
+	fl.StringVar(&host, "host", "", "record this host name (default: this machine's)")
+	fl.StringVar(&parent, "parent", "", "the backup to compare with (default: the latest of the same host and paths)")
+	fl.StringArrayVar(&excludes, "exclude", nil, "skip entries whose base name matches this glob (repeatable)")
+	fl.BoolVar(&oneFS, "one-file-system", false, "do not cross mount points")
+	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
+		if (image == "") == (len(args) == 0) {
+			return core.Invalid("give either PATH... or --image FILE")
+		}
+		if snapshot != "" && image == "" {
+			return core.Invalid("--snapshot needs --image")
+		}
+		for _, t := range tags {
+			if t == "" || len(t) > format.MaxTagLen {
+				return core.Invalid("invalid --tag %.40q: 1 to %d bytes", t, format.MaxTagLen)
+			}
+		}
+		if host == "" {
+			host, _ = os.Hostname()
+		}
+		return ra.locked(ctx, false, "backup", func(r *repo.Repository) error {
+			info := repo.BackupInfo{Host: host, Tags: tags}
+			backups, err := r.Backups(ctx)
+			if err != nil {
+				return err
+			}
+			kind, paths := format.KindFiles, absAll(args)
+			if image != "" {
+				kind, paths = format.KindImage, absAll([]string{image})
+			}
+			if parent != "" {
+				pm, err := repo.Resolve(backups, parent, repo.Filter{})
+				if err != nil {
+					return err
+				}
+				info.Parent = pm.ID
+			} else if pm := repo.FindParent(backups, kind, host, paths); pm != nil {
+				info.Parent = pm.ID
+			}
+			var m *format.Manifest
+			if image != "" {
+				m, err = ra.backupImage(ctx, r, image, snapshot, info)
+			} else {
+				m, err = ra.backupFiles(ctx, r, args, info, filebackup.BackupOptions{Excludes: excludes, OneFileSystem: oneFS})
+			}
+			if err != nil {
+				return err
+			}
+			return ra.print(backupOf(m), func() {
+				fmt.Fprintf(ra.stdout, "backup %s saved: %s, %s added to the repository, in %.1fs\n",
+					m.ID, core.FormatSize(backupOf(m).Size), core.FormatSize(m.Summary.BytesAdded), backupOf(m).Duration)
+			})
+		})
+	})
+	return cmd
+}
+
+func absAll(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			a = p
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// openImage opens a raw or qcow2 image for backup.
+func openImage(path, snapshot string) (repo.ImageSource, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return repo.ImageSource{}, nil, core.NotFound("image %s does not exist", path)
+		}
+		return repo.ImageSource{}, nil, fmt.Errorf("opening image: %w", err)
+	}
+	abs, _ := filepath.Abs(path)
+	magic := make([]byte, 4)
+	n, _ := f.ReadAt(magic, 0)
+	if n == 4 && string(magic) == "QFI\xfb" {
+		f.Close()
+		im, err := qcow2.Open(path)
+		if err != nil {
+			return repo.ImageSource{}, nil, err
+		}
+		var l *qcow2.Layer
+		if snapshot != "" {
+			l, err = im.Snapshot(snapshot)
+		} else {
+			l, err = im.Active()
+		}
+		if err != nil {
+			im.Close()
+			return repo.ImageSource{}, nil, err
+		}
+		ext, err := l.Extents()
+		if err != nil {
+			im.Close()
+			return repo.ImageSource{}, nil, err
+		}
+		ce := make([]chunker.Extent, len(ext))
+		for i, e := range ext {
+			ce[i] = chunker.Extent{Offset: e.Offset, Length: e.Length}
+		}
+		return repo.ImageSource{R: l, Size: l.Size(), Extents: ce, Format: "qcow2", Path: abs}, func() { im.Close() }, nil
+	}
+	if snapshot != "" {
+		f.Close()
+		return repo.ImageSource{}, nil, core.Invalid("--snapshot: %s is not a qcow2 image", path)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return repo.ImageSource{}, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return repo.ImageSource{}, nil, core.Invalid("%s is not a regular file", path)
+	}
+	ext, err := chunker.SparseExtents(f)
+	if err != nil {
+		f.Close()
+		return repo.ImageSource{}, nil, err
+	}
+	return repo.ImageSource{R: f, Size: fi.Size(), Extents: ext, Format: "raw", Path: abs}, func() { f.Close() }, nil
+}
+
+func (ra *repoApp) backupImage(ctx context.Context, r *repo.Repository, path, snapshot string, info repo.BackupInfo) (*format.Manifest, error) {
+	src, done, err := openImage(path, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	prog, finish := ra.repoProgress("backup")
+	defer finish()
+	return r.BackupImage(ctx, src, info, prog)
+}
+
+func (ra *repoApp) backupFiles(ctx context.Context, r *repo.Repository, paths []string, info repo.BackupInfo, opts filebackup.BackupOptions) (*format.Manifest, error) {
+	p := ra.newProgress("backup")
+	if p != nil {
+		opts.Progress = func(fp filebackup.Progress) {
+			p.update(apitypes.Task{State: fmt.Sprintf("%d files, %s", fp.Files, core.FormatSize(fp.Bytes))})
+		}
+		defer p.finish()
+	}
+	res, err := r.BackupFiles(ctx, paths, info, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range res.Stats.ErrorSamples {
+		fmt.Fprintf(ra.stderr, "cairn: warning: not backed up: %s\n", s)
+	}
+	for _, s := range res.Stats.WarningSamples {
+		fmt.Fprintf(ra.stderr, "cairn: warning: %s\n", s)
+	}
+	return res.Manifest, nil
+}
+
+func (ra *repoApp) backupsCommand() *cobra.Command {
+	var f filterFlags
+	cmd := &cobra.Command{Use: "backups", Short: "List the backups, oldest first", Args: cobra.NoArgs}
+	f.add(cmd)
+	cmd.RunE = ra.run(func(ctx context.Context, _ []string) error {
+		r, err := ra.open(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		backups, err := r.Backups(ctx)
+		if err != nil {
+			return err
+		}
+		out := []apitypes.Backup{}
+		for _, m := range backups {
+			if f.filter().Match(m) {
+				out = append(out, backupOf(m))
+			}
+		}
+		return ra.print(out, func() {
+			rows := [][]string{}
+			for _, b := range out {
+				rows = append(rows, []string{shortID(b.ID), showTime(b.Time), b.Kind, b.Host, core.FormatSize(b.Size),
+					core.FormatSize(b.BytesAdded), strings.Join(b.Paths, " "), strings.Join(b.Tags, ",")})
+			}
+			table(ra.stdout, []string{"ID", "TIME", "KIND", "HOST", "SIZE", "ADDED", "PATHS", "TAGS"}, rows)
+		})
+	})
+	return cmd
+}
+
+// lsEntry is one line of `repo ls --output json`.
+type lsEntry struct {
+	Path   string `json:"path"`
+	Type   string `json:"type"`
+	Mode   string `json:"mode"`
+	UID    uint32 `json:"uid"`
+	GID    uint32 `json:"gid"`
+	Size   uint64 `json:"size"`
+	MTime  string `json:"mtime"`
+	Target string `json:"target,omitempty"`
+}
+
+func (ra *repoApp) lsCommand() *cobra.Command {
+	var f filterFlags
+	cmd := &cobra.Command{Use: "ls BACKUP [PATH]", Short: "List the files of a backup (below PATH)", Args: cobra.RangeArgs(1, 2)}
+	f.add(cmd)
+	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
+		r, err := ra.open(ctx, true)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		m, err := resolveBackup(ctx, r, args[0], f.filter())
+		if err != nil {
+			return err
+		}
+		if m.Kind != format.KindFiles {
+			return core.Invalid("backup %s is a disk image of %s: nothing to list (restore it with --to-file)", m.ID, core.FormatSize(m.Image.Size))
+		}
+		prefix := ""
+		if len(args) == 2 {
+			prefix = strings.Trim(args[1], "/")
+		}
+		out := []lsEntry{}
+		found := prefix == ""
+		err = filebackup.Walk(ctx, r, *m.Tree, func(path string, n *filebackup.Node) error {
+			if prefix != "" && path != prefix && !strings.HasPrefix(path, prefix+"/") {
+				return nil
+			}
+			found = true
+			out = append(out, lsEntry{Path: path, Type: string(n.Type), Mode: fmt.Sprintf("%04o", n.Mode), UID: n.UID, GID: n.GID,
+				Size: n.Size, MTime: n.ModTime.Format("2006-01-02T15:04:05.999999999Z07:00"), Target: n.LinkTarget})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if !found {
+			return core.NotFound("no %q in backup %s", prefix, m.ID)
+		}
+		return ra.print(out, func() {
+			for _, e := range out {
+				line := fmt.Sprintf("%-8s %s %5d %5d %10d %s %s", e.Type, e.Mode, e.UID, e.GID, e.Size, e.MTime[:min(19, len(e.MTime))], e.Path)
+				if e.Target != "" {
+					line += " -> " + e.Target
+				}
+				fmt.Fprintln(ra.stdout, line)
+			}
+		})
+	})
+	return cmd
+}
+
+func (ra *repoApp) restoreCommand() *cobra.Command {
+	var (
+		f                   filterFlags
+		target, toFile      string
+		includes            []string
+		overwrite, noOwners bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore BACKUP (--target DIR [--include PATH]... | --to-file OUT.raw|OUT.qcow2)",
+		Short: "Restore a file backup into a directory, or an image backup to a file",
+		Args:  cobra.ExactArgs(1),
+	}
+	f.add(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&target, "target", "", "restore files into this directory")
+	fl.StringArrayVar(&includes, "include", nil, "restore only this path of the backup, with everything below it (repeatable)")
+	fl.StringVar(&toFile, "to-file", "", "restore an image backup to this file: .qcow2 makes a qcow2 image, anything else raw (sparse)")
+	fl.BoolVar(&overwrite, "overwrite", false, "replace existing files (and an existing --to-file)")
+	fl.BoolVar(&noOwners, "no-owners", false, "do not restore file owners (the default when not root)")
+	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
+		if (target == "") == (toFile == "") {
+			return core.Invalid("give either --target DIR or --to-file FILE")
+		}
+		if toFile != "" && len(includes) > 0 {
+			return core.Invalid("--include goes with --target")
+		}
+		return ra.locked(ctx, false, "restore", func(r *repo.Repository) error {
+			m, err := resolveBackup(ctx, r, args[0], f.filter())
+			if err != nil {
+				return err
+			}
+			if toFile != "" {
+				return ra.restoreImage(ctx, r, m, toFile, overwrite)
+			}
+			p := ra.newProgress("restore")
+			opts := filebackup.RestoreOptions{Include: includes, Overwrite: overwrite, Owners: !noOwners && os.Geteuid() == 0}
+			if p != nil {
+				opts.Progress = func(fp filebackup.Progress) {
+					p.update(apitypes.Task{State: "running", BytesDone: fp.Bytes, BytesTotal: max(m.Summary.Bytes, fp.Bytes)})
+				}
+			}
+			st, err := r.RestoreFiles(ctx, m, target, opts)
+			p.finish()
+			if err != nil {
+				return err
+			}
+			for _, s := range st.WarningSamples {
+				fmt.Fprintf(ra.stderr, "cairn: warning: %s\n", s)
+			}
+			for _, s := range st.ErrorSamples {
+				fmt.Fprintf(ra.stderr, "cairn: error: %s\n", s)
+			}
+			if st.Errors > 0 {
+				return fmt.Errorf("restore of backup %s into %s: %d entries could not be restored", m.ID, target, st.Errors)
+			}
+			out := map[string]any{"backup": backupOf(m), "target": target, "files": st.Files, "dirs": st.Dirs, "bytes": st.Bytes}
+			return ra.print(out, func() {
+				fmt.Fprintf(ra.stdout, "restored backup %s into %s: %d files, %d directories, %s\n", m.ID, target, st.Files, st.Dirs, core.FormatSize(st.Bytes))
+			})
+		})
+	})
+	return cmd
+}
+
+// restoreImage writes an image backup to out through a temporary file in the
+// same directory, renamed into place only when complete.
+func (ra *repoApp) restoreImage(ctx context.Context, r *repo.Repository, m *format.Manifest, out string, overwrite bool) error {
+	if m.Kind != format.KindImage {
+		return core.Invalid("backup %s is a file backup: restore it with --target", m.ID)
+	}
+	if _, err := os.Lstat(out); err == nil && !overwrite {
+		return core.Conflict("exists", "%s exists: remove it or use --overwrite", out)
+	}
+	asQcow2 := strings.HasSuffix(out, ".qcow2")
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".cairn-restore-*")
+	if err != nil {
+		return fmt.Errorf("creating the output: %w", err)
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	if err := tmp.Truncate(m.Image.Size); err != nil {
+		return fmt.Errorf("sizing %s: %w", tmpName, err)
+	}
+	prog, finish := ra.repoProgress("restore")
+	err = r.RestoreImage(ctx, m, tmp, prog)
+	finish()
+	if err != nil {
+		return diskFull(err, out)
+	}
+	if err := tmp.Sync(); err != nil {
+		return diskFull(fmt.Errorf("writing %s: %w", out, err), out)
+	}
+	if err := tmp.Close(); err != nil {
+		return diskFull(fmt.Errorf("writing %s: %w", out, err), out)
+	}
+	final := tmpName
+	if asQcow2 {
+		q := tmpName + ".qcow2"
+		if err := qemu.Convert(ctx, qemu.ConvertRequest{Source: tmpName, SourceFormat: "raw", Dest: q, DestFormat: "qcow2"}, nil); err != nil {
+			os.Remove(q)
+			return diskFull(fmt.Errorf("converting to qcow2: %w", err), out)
+		}
+		os.Remove(tmpName)
+		tmpName, final = q, q
+	}
+	if err := os.Rename(final, out); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("moving the restored image into place: %w", err)
+	}
+	ok = true
+	res := map[string]any{"backup": backupOf(m), "file": out, "size": m.Image.Size}
+	return ra.print(res, func() {
+		fmt.Fprintf(ra.stdout, "restored backup %s to %s (%s)\n", m.ID, out, core.FormatSize(m.Image.Size))
+	})
+}
+
+// diskFull rewords a no-space error so that it says so plainly.
+func diskFull(err error, path string) error {
+	if err != nil && strings.Contains(err.Error(), "no space left on device") {
+		return fmt.Errorf("restoring to %s: the disk is full (nothing was left in place): %w", path, err)
+	}
+	return err
+}
+
+func (ra *repoApp) catCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cat config | backup ID | index NAME | pack ID | blob ID | tree ID | key ID | locks",
+		Short: "Print a repository object, decoded (blob: its plaintext bytes)",
+		Args:  cobra.RangeArgs(1, 2),
+	}
+	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
+		what := args[0]
+		need := map[string]bool{"config": false, "locks": false}
+		if n, known := need[what]; known && len(args) != 1 || !known && len(args) != 2 {
+			_ = n
+			return core.Invalid("usage: cairn repo cat %s", cmd.Use[4:])
+		}
+		r, err := ra.open(ctx, what == "blob" || what == "tree")
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		switch what {
+		case "config":
+			return writeJSON(ra.stdout, r.Config())
+		case "locks":
+			locks, err := r.Locks(ctx)
+			if err != nil {
+				return err
+			}
+			return writeJSON(ra.stdout, locks)
+		case "backup":
+			m, err := resolveBackup(ctx, r, args[1], repo.Filter{})
+			if err != nil {
+				return err
+			}
+			return writeJSON(ra.stdout, m)
+		case "key":
+			keys, err := r.Keys(ctx)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if k.ID == args[1] {
+					return writeJSON(ra.stdout, k)
+				}
+			}
+			return core.NotFound("no key %q", args[1])
+		case "index":
+			packs, err := r.IndexFile(ctx, args[1])
+			if err != nil {
+				return err
+			}
+			return writeJSON(ra.stdout, packs)
+		case "pack":
+			id, err := format.ParseID(args[1])
+			if err != nil {
+				return err
+			}
+			entries, err := r.PackHeader(ctx, id)
+			if err != nil {
+				return err
+			}
+			return writeJSON(ra.stdout, entries)
+		case "blob", "tree":
+			id, err := format.ParseID(args[1])
+			if err != nil {
+				return err
+			}
+			loc, ok := r.Lookup(id)
+			if !ok {
+				return core.NotFound("no blob %s in the index", id)
+			}
+			b, err := r.LoadBlob(ctx, loc.Type, id, nil)
+			if err != nil {
+				return err
+			}
+			if what == "tree" {
+				t, err := filebackup.DecodeTree(b)
+				if err != nil {
+					return err
+				}
+				return writeJSON(ra.stdout, t)
+			}
+			_, err = io.Copy(ra.stdout, bytes.NewReader(b))
+			return err
+		}
+		return core.Invalid("cat: unknown object kind %q: use config, backup, index, pack, blob, tree, key or locks", what)
+	})
+	return cmd
+}

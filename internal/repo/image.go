@@ -1,0 +1,365 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cairn-backup/cairn/internal/chunker"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/repo/format"
+)
+
+// Progress is what long operations report: bytes (or items) done of a
+// total, and how many items. It is passed to a callback at most about ten
+// times a second and once at the end, never concurrently.
+type Progress struct {
+	Done, Total int64 // bytes
+	Items       int64 // chunks, files or packs done
+	Final       bool
+}
+
+// progressReporter calls fn about ten times a second until stop.
+type progressReporter struct {
+	fn    func(Progress)
+	total int64
+	done  atomic.Int64
+	items atomic.Int64
+	stopc chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startProgress(fn func(Progress), total int64) *progressReporter {
+	p := &progressReporter{fn: fn, total: total, stopc: make(chan struct{})}
+	if fn == nil {
+		return p
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stopc:
+				return
+			case <-t.C:
+				p.fn(Progress{Done: p.done.Load(), Total: p.total, Items: p.items.Load()})
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progressReporter) stop() {
+	close(p.stopc)
+	p.wg.Wait()
+	if p.fn != nil {
+		p.fn(Progress{Done: p.done.Load(), Total: p.total, Items: p.items.Load(), Final: true})
+	}
+}
+
+// ImageSource is a disk image to back up.
+type ImageSource struct {
+	R    io.ReaderAt
+	Size int64
+	// Extents are the ranges that may hold data; nil means the whole image.
+	// Outside them nothing is read (holes, unallocated clusters).
+	Extents []chunker.Extent
+	Format  string // "raw" or "qcow2"
+	Path    string // absolute path, recorded in the manifest
+}
+
+// BackupInfo is what a backup records besides its content.
+type BackupInfo struct {
+	Host   string
+	Tags   []string
+	Parent string // a backup id, or ""
+	// Time is the point in time the backup shows (default: its start).
+	Time time.Time
+}
+
+// BackupImage stores an image as a new backup: fixed-size chunks aligned to
+// the image, all-zero chunks not stored, chunk ids listed in segments. The
+// caller holds a shared lock. Hashing, compressing and sealing run on
+// Options.Workers goroutines.
+func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info BackupInfo, progress func(Progress)) (*format.Manifest, error) {
+	start := time.Now().UTC()
+	if src.Format != "raw" && src.Format != "qcow2" {
+		return nil, core.Invalid("unknown image format %q", src.Format)
+	}
+	fixed, err := chunker.NewFixed(r.cfg.ImageChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	extents := src.Extents
+	if extents == nil {
+		extents = []chunker.Extent{{Offset: 0, Length: src.Size}}
+	}
+	scan, err := fixed.ScanExtents(src.R, src.Size, extents)
+	if err != nil {
+		return nil, err
+	}
+	im := &format.ImageManifest{Size: src.Size, ChunkSize: r.cfg.ImageChunkSize, SegmentChunks: r.cfg.SegmentChunks, SourceFormat: src.Format}
+	nseg := int((im.Chunks() + int64(im.SegmentChunks) - 1) / int64(im.SegmentChunks))
+	im.Segments = make([]format.ID, nseg)
+	blobs0, bytes0 := r.WriteStats()
+	prog := startProgress(progress, src.Size)
+	defer prog.stop()
+
+	type segState struct {
+		ids  []format.ID
+		left int
+	}
+	var (
+		segMu sync.Mutex
+		segs  = map[int]*segState{}
+		read  atomic.Int64
+	)
+	// finishChunk records a chunk id and saves its segment when complete.
+	finishChunk := func(ctx context.Context, idx int64, id format.ID) error {
+		si := int(idx / int64(im.SegmentChunks))
+		segMu.Lock()
+		s := segs[si]
+		if s == nil {
+			n := im.SegmentLen(si)
+			s = &segState{ids: make([]format.ID, n), left: n}
+			segs[si] = s
+		}
+		s.ids[idx%int64(im.SegmentChunks)] = id
+		s.left--
+		complete := s.left == 0
+		if complete {
+			delete(segs, si)
+		}
+		segMu.Unlock()
+		if !complete {
+			return nil
+		}
+		if format.SegmentIsZero(s.ids) {
+			return nil // the zero ID stands for it
+		}
+		sid, err := r.SaveBlob(ctx, format.SegmentBlob, format.EncodeSegment(s.ids))
+		if err != nil {
+			return err
+		}
+		im.Segments[si] = sid // each index written by one goroutine only
+		return nil
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	chunks := make(chan chunker.Chunk, 2*r.opts.Workers)
+	g.Go(func() error {
+		defer close(chunks)
+		for {
+			c, err := scan.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s at %d: %w", src.Path, c.Offset, err)
+			}
+			if !c.Zero {
+				read.Add(int64(c.Length))
+			}
+			select {
+			case chunks <- c:
+			case <-gctx.Done():
+				c.Release()
+				return gctx.Err()
+			}
+		}
+	})
+	for range r.opts.Workers {
+		g.Go(func() error {
+			for c := range chunks {
+				var id format.ID
+				if !c.Zero {
+					var err error
+					id, err = r.SaveBlob(gctx, format.DataBlob, c.Data)
+					if err != nil {
+						c.Release()
+						return err
+					}
+				}
+				idx := c.Offset / int64(im.ChunkSize)
+				n := c.Length
+				c.Release()
+				if err := finishChunk(gctx, idx, id); err != nil {
+					return err
+				}
+				prog.done.Add(int64(n))
+				prog.items.Add(1)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if len(segs) != 0 {
+		return nil, fmt.Errorf("internal error: %d image segments incomplete", len(segs))
+	}
+	m := &format.Manifest{
+		ID: core.NewID(), Kind: format.KindImage, Time: info.Time, Host: info.Host,
+		Paths: []string{src.Path}, Tags: info.Tags, Parent: info.Parent, Image: im,
+	}
+	if m.Time.IsZero() {
+		m.Time = start
+	}
+	if m.Host == "" {
+		m.Host = hostname()
+	}
+	if err := r.Flush(ctx); err != nil {
+		return nil, err
+	}
+	blobs1, bytes1 := r.WriteStats()
+	m.Summary = format.Summary{Start: start, End: time.Now().UTC(), Bytes: src.Size, BytesRead: read.Load(),
+		BlobsNew: blobs1 - blobs0, BytesAdded: bytes1 - bytes0}
+	if err := r.SaveManifest(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// ImageChunks returns the chunk ids of an image backup, in image order (the
+// zero ID for an all-zero chunk).
+func (r *Repository) ImageChunks(ctx context.Context, m *format.Manifest, fn func(idx int64, id format.ID) error) error {
+	im := m.Image
+	if im == nil {
+		return core.Invalid("backup %s is a %s backup, not an image", m.ID, m.Kind)
+	}
+	for si, sid := range im.Segments {
+		n := im.SegmentLen(si)
+		var ids []format.ID
+		if sid.IsZero() {
+			ids = make([]format.ID, n)
+		} else {
+			b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)
+			if err != nil {
+				return fmt.Errorf("backup %s: segment %d: %w", m.ID, si, err)
+			}
+			if ids, err = format.DecodeSegment(b, n); err != nil {
+				return fmt.Errorf("backup %s: segment %d (%s): %w", m.ID, si, sid.Short(), err)
+			}
+		}
+		for i, id := range ids {
+			if err := fn(int64(si)*int64(im.SegmentChunks)+int64(i), id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// RestoreImage writes the non-zero chunks of an image backup to w at their
+// offsets; the caller makes w the image's size (zeros elsewhere, sparse).
+// Reads of neighbouring blobs of a pack are merged; every blob is checked.
+func (r *Repository) RestoreImage(ctx context.Context, m *format.Manifest, w io.WriterAt, progress func(Progress)) error {
+	im := m.Image
+	if im == nil {
+		return core.Invalid("backup %s is a %s backup, not an image: restore it with --target", m.ID, m.Kind)
+	}
+	prog := startProgress(progress, im.Size)
+	defer prog.stop()
+	type ref struct {
+		idx int64
+		loc Location
+	}
+	const jobBytes = 32 << 20
+	jobs := make(chan []ref, 4)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(jobs)
+		var job []ref
+		var size int64
+		send := func() error {
+			if len(job) == 0 {
+				return nil
+			}
+			select {
+			case jobs <- job:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			job, size = nil, 0
+			return nil
+		}
+		err := r.ImageChunks(gctx, m, func(idx int64, id format.ID) error {
+			if id.IsZero() {
+				prog.done.Add(int64(chunkLen(im, idx)))
+				return nil
+			}
+			loc, ok := r.lookup(id)
+			if !ok {
+				return core.Corrupt("backup %s: data blob %s (at byte %d) is missing from the repository", m.ID, id.Short(), idx*int64(im.ChunkSize))
+			}
+			job = append(job, ref{idx, loc})
+			size += int64(loc.Length)
+			if size >= jobBytes {
+				return send()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return send()
+	})
+	for range 2 * r.opts.Workers {
+		g.Go(func() error {
+			for job := range jobs {
+				sort.Slice(job, func(i, j int) bool {
+					a, b := job[i].loc, job[j].loc
+					if a.Pack != b.Pack {
+						return string(a.Pack[:]) < string(b.Pack[:])
+					}
+					return a.Offset < b.Offset
+				})
+				for i := 0; i < len(job); {
+					// Merge a run of blobs of one pack that lie close together.
+					j, end := i+1, int64(job[i].loc.Offset)+int64(job[i].loc.Length)
+					for j < len(job) && job[j].loc.Pack == job[i].loc.Pack &&
+						int64(job[j].loc.Offset) <= end+256<<10 && end-int64(job[i].loc.Offset) < 16<<20 {
+						end = max(end, int64(job[j].loc.Offset)+int64(job[j].loc.Length))
+						j++
+					}
+					base := int64(job[i].loc.Offset)
+					buf, err := loadRange(gctx, r.store, format.PackName(job[i].loc.Pack), base, end-base)
+					if err != nil {
+						return fmt.Errorf("backup %s: pack %s: %w", m.ID, job[i].loc.Pack.Short(), err)
+					}
+					var plain []byte
+					for k := i; k < j; k++ {
+						loc := job[k].loc
+						if k == i || job[k-1].loc.ID != loc.ID {
+							stored := buf[int64(loc.Offset)-base : int64(loc.Offset)-base+int64(loc.Length)]
+							if plain, err = r.openBlob(loc, stored, plain); err != nil {
+								return fmt.Errorf("backup %s: %w", m.ID, err)
+							}
+						}
+						if _, err := w.WriteAt(plain, job[k].idx*int64(im.ChunkSize)); err != nil {
+							return fmt.Errorf("writing at byte %d: %w", job[k].idx*int64(im.ChunkSize), err)
+						}
+						prog.done.Add(int64(len(plain)))
+						prog.items.Add(1)
+					}
+					i = j
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func chunkLen(im *format.ImageManifest, idx int64) int64 {
+	return min(int64(im.ChunkSize), im.Size-idx*int64(im.ChunkSize))
+}

@@ -1,0 +1,215 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/repo/format"
+)
+
+// Location is where a blob is stored.
+type Location struct {
+	Pack format.ID
+	format.PackEntry
+}
+
+// Index maps blob ids to their place in packs. It holds one location per
+// blob (the first one seen when a blob is in several packs). Not safe for
+// concurrent writes; Repository guards it.
+type Index struct {
+	packs   []format.ID
+	packIdx map[format.ID]uint32
+	blobs   map[format.ID]indexEntry
+	files   []string // index objects it was loaded from
+}
+
+type indexEntry struct {
+	pack      uint32
+	offset    uint32
+	length    uint32
+	rawLength uint32
+	crc       uint32
+	typ       format.BlobType
+	flags     uint8
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{packIdx: map[format.ID]uint32{}, blobs: map[format.ID]indexEntry{}}
+}
+
+// Add records the blobs of a pack.
+func (x *Index) Add(p format.IndexPack) {
+	pi, ok := x.packIdx[p.ID]
+	if !ok {
+		pi = uint32(len(x.packs))
+		x.packs = append(x.packs, p.ID)
+		x.packIdx[p.ID] = pi
+	}
+	for _, e := range p.Entries {
+		if _, dup := x.blobs[e.ID]; dup {
+			continue
+		}
+		x.blobs[e.ID] = indexEntry{pack: pi, offset: e.Offset, length: e.Length, rawLength: e.RawLength, crc: e.CRC, typ: e.Type, flags: e.Flags}
+	}
+}
+
+// Lookup returns where blob id is.
+func (x *Index) Lookup(id format.ID) (Location, bool) {
+	e, ok := x.blobs[id]
+	if !ok {
+		return Location{}, false
+	}
+	return Location{Pack: x.packs[e.pack], PackEntry: format.PackEntry{
+		Type: e.typ, Flags: e.flags, ID: id, Offset: e.offset, Length: e.length, RawLength: e.rawLength, CRC: e.crc,
+	}}, true
+}
+
+// Has reports whether blob id is indexed.
+func (x *Index) Has(id format.ID) bool { _, ok := x.blobs[id]; return ok }
+
+// Len returns the number of blobs.
+func (x *Index) Len() int { return len(x.blobs) }
+
+// Files returns the index objects the index was loaded from.
+func (x *Index) Files() []string { return x.files }
+
+// LoadIndex reads every index object into memory. Index objects that fail
+// to load make it fail: a repository whose index cannot be read must be
+// looked at (verify) before it is written to.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	x, _, err := r.readIndexFiles(ctx, nil)
+	if err != nil {
+		return err
+	}
+	r.idxMu.Lock()
+	r.idx = x
+	r.idxMu.Unlock()
+	return nil
+}
+
+// readIndexFiles loads every index object; each decoded pack list is also
+// passed to fn (if not nil) with the object's name, serially.
+func (r *Repository) readIndexFiles(ctx context.Context, fn func(name string, packs []format.IndexPack) error) (*Index, []string, error) {
+	names, err := listNames(ctx, r.store, format.IndexPrefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing index objects: %w", err)
+	}
+	x := NewIndex()
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, name := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, name)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range packs {
+				x.Add(p)
+			}
+			if fn != nil {
+				return fn(name, packs)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	x.files = names
+	return x, names, nil
+}
+
+// maxIndexSize bounds the plaintext of one index object (about 1.3M blobs).
+const maxIndexSize = 64 << 20
+
+func (r *Repository) readIndexFile(ctx context.Context, name string) ([]format.IndexPack, error) {
+	b, err := r.loadObject(ctx, name, format.IndexAD, maxIndexSize)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", strings.TrimPrefix(name, format.IndexPrefix), err)
+	}
+	packs, err := format.DecodeIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return packs, nil
+}
+
+// writeIndex stores an index object listing packs and returns its name.
+func (r *Repository) writeIndex(ctx context.Context, packs []format.IndexPack) (string, error) {
+	name := format.IndexPrefix + randomHex(32)
+	if err := r.saveObject(ctx, name, format.EncodeIndex(packs), format.IndexAD); err != nil {
+		return "", fmt.Errorf("saving index: %w", err)
+	}
+	return name, nil
+}
+
+// lookup finds a blob in the loaded index.
+func (r *Repository) lookup(id format.ID) (Location, bool) {
+	r.idxMu.RLock()
+	defer r.idxMu.RUnlock()
+	if r.idx == nil {
+		return Location{}, false
+	}
+	return r.idx.Lookup(id)
+}
+
+// Lookup finds a blob in the loaded index.
+func (r *Repository) Lookup(id format.ID) (Location, bool) { return r.lookup(id) }
+
+// IndexFile reads one index object (by its name under index/, or a unique
+// prefix of it).
+func (r *Repository) IndexFile(ctx context.Context, name string) ([]format.IndexPack, error) {
+	names, err := listNames(ctx, r.store, format.IndexPrefix+name)
+	if err != nil {
+		return nil, err
+	}
+	switch len(names) {
+	case 0:
+		return nil, core.NotFound("no index object %q", name)
+	case 1:
+		return r.readIndexFile(ctx, names[0])
+	}
+	return nil, core.Invalid("index name prefix %q is ambiguous", name)
+}
+
+// PackHeader reads and decodes the header of pack id.
+func (r *Repository) PackHeader(ctx context.Context, id format.ID) ([]format.PackEntry, error) {
+	name := format.PackName(id)
+	info, err := r.store.Stat(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size < format.PackTrailerSize {
+		return nil, core.Corrupt("%s: %d bytes, shorter than a trailer", name, info.Size)
+	}
+	t, err := loadRange(ctx, r.store, name, info.Size-format.PackTrailerSize, format.PackTrailerSize)
+	if err != nil {
+		return nil, err
+	}
+	hlen, _, err := format.DecodePackTrailer(t, info.Size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	b, err := loadRange(ctx, r.store, name, info.Size-format.PackTrailerSize-hlen, hlen+format.PackTrailerSize)
+	if err != nil {
+		return nil, err
+	}
+	// parsePackHeader wants the blobs before the header only for their
+	// length: give it a view whose length is right.
+	whole := make([]byte, info.Size-format.PackTrailerSize-hlen, info.Size)
+	whole = append(whole, b...)
+	entries, err := r.parsePackHeader(name, whole)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return entries, nil
+}

@@ -1,0 +1,113 @@
+package repo
+
+import (
+	"context"
+	"strings"
+
+	"github.com/cairn-backup/cairn/internal/blob"
+	"github.com/cairn-backup/cairn/internal/repo/format"
+)
+
+// Stats are a repository's sizes.
+type Stats struct {
+	Backups int `json:"backups"`
+	// LogicalBytes is the sum of the backups' sizes (what restoring every
+	// backup would write).
+	LogicalBytes int64 `json:"logical_bytes"`
+	// StoredBytes is the size of every pack, index and manifest.
+	StoredBytes int64 `json:"stored_bytes"`
+	// UniqueBytes is the plaintext size of the distinct blobs backups use,
+	// and UsedStoredBytes their stored (compressed, sealed) size.
+	UniqueBytes     int64 `json:"unique_bytes"`
+	UsedStoredBytes int64 `json:"used_stored_bytes"`
+	Blobs           int   `json:"blobs"`
+	Packs           int   `json:"packs"`
+	// DedupRatio is LogicalBytes / UsedStoredBytes.
+	DedupRatio float64       `json:"dedup_ratio"`
+	PerBackup  []BackupStats `json:"per_backup"`
+}
+
+// BackupStats gives one backup's cost.
+type BackupStats struct {
+	ID           string `json:"id"`
+	LogicalBytes int64  `json:"logical_bytes"`
+	// OnlyBytes is the stored size of the blobs no other backup uses: what
+	// forgetting it (and pruning) would free.
+	OnlyBytes int64 `json:"only_bytes"`
+}
+
+// Stats computes the repository's sizes; it reads every manifest, tree
+// and segment.
+func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	backups, err := r.Backups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Stats{Backups: len(backups), PerBackup: []BackupStats{}}
+	err = r.store.List(ctx, "", func(i blob.Info) error {
+		if strings.HasPrefix(i.Name, format.DataPrefix) {
+			st.Packs++
+		}
+		if !strings.HasPrefix(i.Name, format.LockPrefix) {
+			st.StoredBytes += i.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// owner: the only backup using a blob, or -1 when several do.
+	owner := map[format.ID]int{}
+	for bi, m := range backups {
+		st.LogicalBytes += logicalSize(m)
+		seen := map[format.ID]struct{}{}
+		err := r.walkBackup(ctx, m, func(t format.BlobType, id format.ID) (bool, error) {
+			if _, ok := seen[id]; ok {
+				return false, nil
+			}
+			seen[id] = struct{}{}
+			prev, known := owner[id]
+			switch {
+			case !known:
+				owner[id] = bi
+			case prev != bi:
+				owner[id] = -1
+			}
+			_, indexed := r.lookup(id)
+			return indexed, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	only := make([]int64, len(backups))
+	for id, o := range owner {
+		loc, ok := r.lookup(id)
+		if !ok {
+			continue
+		}
+		st.Blobs++
+		st.UniqueBytes += int64(loc.RawLength)
+		st.UsedStoredBytes += int64(loc.Length)
+		if o >= 0 {
+			only[o] += int64(loc.Length)
+		}
+	}
+	for bi, m := range backups {
+		st.PerBackup = append(st.PerBackup, BackupStats{ID: m.ID, LogicalBytes: logicalSize(m), OnlyBytes: only[bi]})
+	}
+	if st.UsedStoredBytes > 0 {
+		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UsedStoredBytes)
+	}
+	return st, nil
+}
+
+func logicalSize(m *format.Manifest) int64 {
+	if m.Image != nil {
+		return m.Image.Size
+	}
+	return m.Summary.Bytes
+}
