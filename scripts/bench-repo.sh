@@ -329,7 +329,7 @@ table=$work/table.md
   echo "Machine: $(nproc) cores (${cpu:-unknown CPU}), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $fs file system; $versions"
   echo "Command: BENCH_TOOLS=\"${TOOLS[*]}\" BENCH_REPO_SIZE=$SIZE BENCH_RUNS=$RUNS BENCH_PRUNE_SIZE=$PRUNE_SIZE BENCH_PRUNE_BACKUPS=$PRUNE_BACKUPS BENCH_SEED=$SEED scripts/bench-repo.sh"
   echo "Image: $SIZE ($image_bytes bytes, seed $SEED): 30% holes, 40% text, 30% random; 1% change = $changed_med bytes in 64 KiB pieces."
-  echo "Medians of $RUNS runs; page cache not dropped. restic: repository version 2, compression auto; borg: repokey-blake2, zstd,3."
+  echo "Medians of $RUNS run$([ "$RUNS" -eq 1 ] || echo s); page cache not dropped. restic: repository version 2, compression auto; borg: repokey-blake2, zstd,3."
   echo "Ratios are tool/cairn: above 1, cairn is faster (times) or smaller (sizes)."
   echo
   echo "| operation | cairn | restic | borg | restic/cairn | borg/cairn |"

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -139,9 +140,13 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	var u *usageError
 	var ue *url.Error
 	var ne net.Error
+	repoCmd := strings.HasPrefix(cmd.CommandPath(), "cairn repo")
 	switch {
 	case errors.As(err, &u):
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	case repoCmd && core.KindOf(err) == core.KindUnauthorized:
+		fmt.Fprintf(w, "Check the password (%s, %s or --password-file).\n", EnvPassword, EnvPasswordFile)
+	case repoCmd:
 	case core.KindOf(err) == core.KindUnauthorized:
 		fmt.Fprintf(w, "Check --token, %s or `cairn login`.\n", EnvToken)
 	case errors.Is(err, context.Canceled):

@@ -30,7 +30,7 @@ type blobKey struct {
 type memRepo struct {
 	mu       sync.Mutex
 	blobs    map[blobKey][]byte
-	newSaves int            // saves that added a blob
+	newSaves int                // saves that added a blob
 	corrupt  map[format.ID]bool // loads of these fail as damaged
 
 	saveDelay   time.Duration // added to every SaveBlob, to observe parallelism

@@ -908,6 +908,11 @@ func (r *restorer) openBeneath(comps []string) (int, error) {
 	if len(comps) == 0 {
 		return unix.FcntlInt(uintptr(r.rootFd), unix.F_DUPFD_CLOEXEC, 0)
 	}
+	for _, c := range comps {
+		if err := CheckName(c); err != nil {
+			return -1, err
+		}
+	}
 	if !noOpenat2.Load() {
 		how := unix.OpenHow{
 			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
@@ -925,9 +930,6 @@ func (r *restorer) openBeneath(comps []string) (int, error) {
 	}
 	cur := r.rootFd
 	for _, c := range comps {
-		if err := CheckName(c); err != nil {
-			return -1, err
-		}
 		fd, err := openDirNoFollow(cur, c)
 		if cur != r.rootFd {
 			unix.Close(cur)

@@ -171,7 +171,7 @@ func changedIteration(t *testing.T, seed uint64) {
 		qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-o", opts, src, fmt.Sprint(size))
 		qemuIO(t, src, g.writes(20, size)...)
 		ct := []string{"zlib", "zstd"}[seed/4%2]
-		qemuImg(t, dir, "convert", "-c", "-O", "qcow2", "-o", opts+",compression_type="+ct, src, img)
+		qemuImg(t, dir, "convert", "-t", "unsafe", "-c", "-O", "qcow2", "-o", opts+",compression_type="+ct, src, img)
 		desc = append(desc, "compressed "+ct)
 	} else {
 		qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-o", opts, img, fmt.Sprint(size))

@@ -68,6 +68,9 @@ func TestRoundTripClusterSizes(t *testing.T) {
 			if im.Size() != 64<<20+1536 || im.Version() != 3 {
 				t.Fatalf("Size %d version %d", im.Size(), im.Version())
 			}
+			if st := statsOf(t, mustLayer(t, im, "")); cs == "65536" && (st.Zero == 0 || st.ZeroAlloc == 0 || st.Data == 0) {
+				t.Fatalf("the writes made no zero, preallocated-zero or data clusters: %+v", st)
+			}
 		})
 	}
 }
@@ -121,7 +124,7 @@ func TestRoundTripCompressed(t *testing.T) {
 			img := filepath.Join(dir, "comp.qcow2")
 			qemuImg(t, dir, "create", "-q", "-f", "qcow2", src, "64M")
 			qemuIO(t, src, mixedWrites(rnd)...)
-			qemuImg(t, dir, "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct, src, img)
+			qemuImg(t, dir, "convert", "-t", "unsafe", "-c", "-O", "qcow2", "-o", "compression_type="+ct, src, img)
 			qemuIO(t, img,
 				"write -P 0x77 2100k 10k", // inside a compressed cluster: rewritten plain
 				"write -c -P 0x78 50M 64k",
@@ -132,8 +135,11 @@ func TestRoundTripCompressed(t *testing.T) {
 			if im.compression != map[string]int{"zlib": 0, "zstd": 1}[ct] {
 				t.Fatalf("compression type %d", im.compression)
 			}
-			// Small reads inside one compressed cluster decompress it once.
 			l := mustLayer(t, im, "")
+			if st := statsOf(t, l); st.Compressed == 0 || st.Data == 0 {
+				t.Fatalf("no compressed and plain clusters mixed: %+v", st)
+			}
+			// Small reads inside one compressed cluster decompress it once.
 			a := make([]byte, 100)
 			b := make([]byte, 100)
 			if _, err := l.ReadAt(a, 40<<20+1000); err != nil {

@@ -1,0 +1,405 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/testenv"
+)
+
+// repoEnv runs `cairn repo` commands against one repository.
+type repoEnv struct {
+	t    testing.TB
+	repo string
+	env  []string
+}
+
+func newRepoEnv(t testing.TB, repo string, extraEnv ...string) *repoEnv {
+	e := &repoEnv{t: t, repo: repo, env: append([]string{"CAIRN_REPO=" + repo, "CAIRN_PASSWORD=e2e password"}, extraEnv...)}
+	return e
+}
+
+func (e *repoEnv) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(cairnBin, append([]string{"repo"}, args...)...)
+	cmd.Env = append(os.Environ(), e.env...)
+	return cmd
+}
+
+// run runs a command and returns its stdout, stderr and exit code.
+func (e *repoEnv) run(args ...string) (string, string, int) {
+	e.t.Helper()
+	cmd := e.command(args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("cairn repo %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// ok runs a command that must succeed.
+func (e *repoEnv) ok(args ...string) string {
+	e.t.Helper()
+	out, errs, code := e.run(args...)
+	if code != 0 {
+		e.t.Fatalf("cairn repo %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// fails runs a command that must exit with code, its stderr containing msg.
+func (e *repoEnv) fails(code int, msg string, args ...string) {
+	e.t.Helper()
+	out, errs, got := e.run(args...)
+	if got != code || !strings.Contains(errs, msg) {
+		e.t.Fatalf("cairn repo %s: exit %d (want %d), stderr %q (want %q)\n%s", strings.Join(args, " "), got, code, errs, msg, out)
+	}
+}
+
+func (e *repoEnv) backups() []apitypes.Backup {
+	e.t.Helper()
+	var bs []apitypes.Backup
+	if err := json.Unmarshal([]byte(e.ok("backups", "--output", "json")), &bs); err != nil {
+		e.t.Fatal(err)
+	}
+	return bs
+}
+
+// randomImage writes a sparse raw image with data at a few places.
+func randomImage(t testing.TB, path string, size int64, seed uint64) {
+	t.Helper()
+	rng := mrand.New(mrand.NewPCG(seed, 1))
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(size)
+	buf := make([]byte, 256<<10)
+	for i := 0; i < int(size/(1<<20)); i++ {
+		off := rng.Int64N(size - int64(len(buf)))
+		if i%2 == 0 {
+			rand.Read(buf)
+		} else {
+			copy(buf, bytes.Repeat([]byte(fmt.Sprintf("line %d of text\n", i)), len(buf)/16))
+		}
+		f.WriteAt(buf, off)
+	}
+}
+
+func sameFile(t testing.TB, a, b string) bool {
+	t.Helper()
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+func TestRepoCLI(t *testing.T) {
+	testenv.RequireTool(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.fails(3, "create the repository first", "backups")
+	e.ok("init")
+	e.fails(4, "already exists", "init")
+
+	// An image backup of a raw and of a qcow2 file, restored both ways.
+	raw := filepath.Join(dir, "disk.raw")
+	randomImage(t, raw, 24<<20, 1)
+	e.ok("backup", "--image", raw, "--tag", "volume=disk")
+	qc := filepath.Join(dir, "disk.qcow2")
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", qc, "32M")
+	runTool(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -z 8M 1M", "-c", "write -P 0x11 31M 1M", qc)
+	e.ok("backup", "--image", qc, "--tag", "volume=qc")
+	bs := e.backups()
+	if len(bs) != 2 || bs[0].Kind != "image" || bs[0].Size != 24<<20 || bs[1].Size != 32<<20 {
+		t.Fatalf("backups: %+v", bs)
+	}
+	out := filepath.Join(dir, "out.raw")
+	e.ok("restore", bs[0].ID[:8], "--to-file", out)
+	if !sameFile(t, raw, out) {
+		t.Fatal("restored raw image differs")
+	}
+	e.fails(4, "exists", "restore", bs[0].ID, "--to-file", out)
+	outq := filepath.Join(dir, "out.qcow2")
+	e.ok("restore", "latest", "--tag", "volume=qc", "--to-file", outq)
+	runTool(t, "qemu-img", "compare", "-q", qc, outq)
+	if info := runTool(t, "qemu-img", "info", outq); !strings.Contains(info, "file format: qcow2") {
+		t.Fatalf("restored image is not qcow2:\n%s", info)
+	}
+
+	// A file tree, restored whole and in part.
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "etc", "ssh"), 0o755)
+	os.WriteFile(filepath.Join(src, "etc", "ssh", "sshd_config"), []byte("Port 22\n"), 0o600)
+	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	os.Symlink("hosts", filepath.Join(src, "etc", "hosts.link"))
+	e.ok("backup", src)
+	target := filepath.Join(dir, "target")
+	e.ok("restore", "latest", "--target", target, "--include", "src/etc/ssh")
+	if !sameFile(t, filepath.Join(src, "etc/ssh/sshd_config"), filepath.Join(target, "src/etc/ssh/sshd_config")) {
+		t.Fatal("included file not restored")
+	}
+	if _, err := os.Lstat(filepath.Join(target, "src/etc/hosts")); err == nil {
+		t.Fatal("a file outside --include was restored")
+	}
+	ls := e.ok("ls", "latest", "src/etc")
+	if !strings.Contains(ls, "src/etc/hosts.link -> hosts") {
+		t.Fatalf("ls:\n%s", ls)
+	}
+
+	// Exit codes of DESIGN 2b.
+	bad := newRepoEnv(t, e.repo)
+	bad.env[1] = "CAIRN_PASSWORD=not it"
+	bad.fails(6, "wrong password", "backups")
+	e.fails(3, "no backup", "restore", "00000000", "--to-file", filepath.Join(dir, "x.raw"))
+	e.fails(2, "give either", "restore", "latest")
+	e.fails(2, "nothing to forget", "forget")
+	e.fails(2, "--read-data", "verify", "--read-data=abc")
+	e.fails(2, "unknown flag", "backup", "--nope")
+	e.fails(3, "does not exist", "backup", "--image", filepath.Join(dir, "missing.raw"))
+	e.fails(2, "is a file backup", "restore", "latest", "--to-file", filepath.Join(dir, "y.raw"))
+
+	// Stats, forget with a policy, prune.
+	var st struct {
+		Backups     int     `json:"backups"`
+		StoredBytes int64   `json:"stored_bytes"`
+		DedupRatio  float64 `json:"dedup_ratio"`
+		PerBackup   []struct {
+			OnlyBytes int64 `json:"only_bytes"`
+		} `json:"per_backup"`
+	}
+	json.Unmarshal([]byte(e.ok("stats", "--output", "json")), &st)
+	if st.Backups != 3 || st.StoredBytes == 0 || len(st.PerBackup) != 3 || st.PerBackup[0].OnlyBytes == 0 {
+		t.Fatalf("stats: %+v", st)
+	}
+	e.ok("backup", "--image", raw, "--tag", "volume=disk")
+	plan := e.ok("forget", "--keep-last", "1", "--tag", "volume=disk", "--dry-run", "--output", "json")
+	var fr struct {
+		Keep, Remove []apitypes.Backup
+	}
+	json.Unmarshal([]byte(plan), &fr)
+	if len(fr.Keep) != 1 || len(fr.Remove) != 1 || fr.Remove[0].ID != bs[0].ID {
+		t.Fatalf("forget plan: %s", plan)
+	}
+	e.ok("forget", "--keep-last", "1", "--tag", "volume=disk", "--prune")
+	if n := len(e.backups()); n != 3 {
+		t.Fatalf("%d backups after forget, want 3", n)
+	}
+	e.ok("verify", "--read-data")
+	os.Remove(out)
+	e.ok("restore", "latest", "--tag", "volume=disk", "--to-file", out)
+	if !sameFile(t, raw, out) {
+		t.Fatal("restored raw image differs after prune")
+	}
+
+	// Keys.
+	pw2 := filepath.Join(dir, "pw2")
+	os.WriteFile(pw2, []byte("second password\n"), 0o600)
+	e.ok("key", "add", "--new-password-file", pw2)
+	other := newRepoEnv(t, e.repo)
+	other.env[1] = "CAIRN_PASSWORD_FILE=" + pw2
+	if n := len(other.backups()); n != 3 {
+		t.Fatalf("second password sees %d backups", n)
+	}
+}
+
+// TestRepoConcurrentWriters runs several backup processes into one
+// repository at once.
+func TestRepoConcurrentWriters(t *testing.T) {
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	const n = 4
+	var wg sync.WaitGroup
+	errs := make([]string, n)
+	for i := range n {
+		img := filepath.Join(dir, fmt.Sprintf("img%d.raw", i))
+		randomImage(t, img, 16<<20, uint64(i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, errs2, code := e.run("backup", "--image", img, "--lock-wait", "1m"); code != 0 {
+				errs[i] = fmt.Sprintf("exit %d: %s%s", code, out, errs2)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, s := range errs {
+		if s != "" {
+			t.Fatalf("writer %d: %s", i, s)
+		}
+	}
+	e.ok("verify", "--read-data")
+	for i := range n {
+		img := filepath.Join(dir, fmt.Sprintf("img%d.raw", i))
+		out := filepath.Join(dir, fmt.Sprintf("out%d.raw", i))
+		e.ok("restore", "latest", "--source", img, "--to-file", out)
+		if !sameFile(t, img, out) {
+			t.Fatalf("image %d restored wrong", i)
+		}
+	}
+}
+
+// TestRepoKilled kills backup and prune processes at random points; the
+// repository must then verify, and every backup that was saved must
+// restore.
+func TestRepoKilled(t *testing.T) {
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "img.raw")
+	randomImage(t, img, 48<<20, 42)
+	e.ok("backup", "--image", img)
+	keep := filepath.Join(dir, "keep.raw")
+	os.Link(img, keep)
+	first := e.backups()[0].ID
+	rng := mrand.New(mrand.NewPCG(7, 7))
+	for round := range 8 {
+		// Change the image so that backups write new data.
+		randomImage(t, img+".new", 48<<20, uint64(100+round))
+		os.Rename(img+".new", img)
+		args := []string{"backup", "--image", img}
+		if round%2 == 1 {
+			if bs := e.backups(); len(bs) > 1 {
+				e.ok("forget", bs[len(bs)-1].ID)
+			}
+			args = []string{"prune", "--max-unused", "1"}
+		}
+		cmd := e.command(args...)
+		var outb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &outb, &outb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(300+rng.IntN(1200)) * time.Millisecond
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+			t.Logf("round %d: %s finished before the kill (%v)", round, args[0], delay)
+		case <-time.After(delay):
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			t.Logf("round %d: killed %s after %v", round, args[0], delay)
+		}
+		out, errs, code := e.run("verify", "--read-data")
+		if code != 0 {
+			t.Fatalf("round %d: verify after killing %s: exit %d\n%s%s", round, args[0], code, out, errs)
+		}
+	}
+	e.ok("prune")
+	out, _, _ := e.run("verify", "--read-data")
+	if strings.Contains(out, "in no index") {
+		t.Fatalf("prune left leftovers:\n%s", out)
+	}
+	restored := filepath.Join(dir, "first.raw")
+	e.ok("restore", first, "--to-file", restored)
+	if !sameFile(t, keep, restored) {
+		t.Fatal("the first backup no longer restores its image")
+	}
+}
+
+func TestRepoBitFlipExit7(t *testing.T) {
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "img.raw")
+	randomImage(t, img, 8<<20, 5)
+	e.ok("backup", "--image", img)
+	id := e.backups()[0].ID
+	var biggest string
+	var size int64
+	filepath.Walk(filepath.Join(e.repo, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(biggest)
+	b[len(b)/3] ^= 1
+	os.WriteFile(biggest, b, 0o600)
+	out, _, code := e.run("verify")
+	if code != 0 {
+		t.Fatalf("structure check should not read data: exit %d\n%s", code, out)
+	}
+	out, _, code = e.run("verify", "--read-data")
+	if code != 7 || !strings.Contains(out, id) || !strings.Contains(out, "CRC32C mismatch") {
+		t.Fatalf("verify --read-data: exit %d\n%s", code, out)
+	}
+	out, _, code = e.run("verify", id[:8])
+	if code != 7 {
+		t.Fatalf("verify of the backup: exit %d\n%s", code, out)
+	}
+	e.fails(7, "CRC32C mismatch", "restore", id, "--to-file", filepath.Join(dir, "out.raw"))
+	if _, err := os.Stat(filepath.Join(dir, "out.raw")); err == nil {
+		t.Fatal("a failed restore left the output file")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".out.raw*")); len(left) != 0 {
+		t.Fatalf("a failed restore left %v", left)
+	}
+}
+
+func TestRepoRestoreDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs and needs root (CI runs as root)")
+	}
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "img.raw")
+	f, _ := os.Create(img)
+	buf := make([]byte, 8<<20)
+	rand.Read(buf)
+	f.Write(buf)
+	f.Close()
+	e.ok("backup", "--image", img)
+	small := filepath.Join(dir, "small")
+	os.Mkdir(small, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", small).Run()
+	e.fails(1, "disk is full", "restore", "latest", "--to-file", filepath.Join(small, "out.raw"))
+	if entries, _ := os.ReadDir(small); len(entries) != 0 {
+		t.Fatalf("a failed restore left %v", entries)
+	}
+}
+
+func TestRepoS3CLI(t *testing.T) {
+	srv := testenv.StartS3(t)
+	loc := "s3:http://" + srv.Endpoint + "/" + srv.Bucket + "/cli"
+	e := newRepoEnv(t, loc, "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey)
+	e.ok("init")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img.raw")
+	randomImage(t, img, 8<<20, 9)
+	e.ok("backup", "--image", img)
+	out := filepath.Join(dir, "out.raw")
+	e.ok("restore", "latest", "--to-file", out)
+	if !sameFile(t, img, out) {
+		t.Fatal("restore from S3 differs")
+	}
+	e.ok("verify", "--read-data")
+	bad := newRepoEnv(t, loc, "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY=wrong-secret")
+	_, errs, code := bad.run("backups", "--s3-connections", "1")
+	if code == 0 || !strings.Contains(strings.ToLower(errs), "access") && !strings.Contains(strings.ToLower(errs), "signature") && !strings.Contains(strings.ToLower(errs), "denied") {
+		t.Fatalf("refused credentials: exit %d %s", code, errs)
+	}
+	t.Logf("refused credentials: %s", errs)
+}
