@@ -786,6 +786,27 @@ func permissionDenied(err error) bool {
 	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
 }
 
+// mode returns the mode to give n. Without Owners, the entry belongs to
+// whoever restores, so setuid and setgid are kept only where that user or
+// group is the node's own: a restore by root must not turn somebody's
+// setuid file into a setuid-root one.
+func (r *restorer) mode(n *Node, path string) uint32 {
+	m := n.Mode
+	if r.opts.Owners || m&0o6000 == 0 || n.Type == TypeDir {
+		return m
+	}
+	if m&0o4000 != 0 && n.UID != uint32(os.Geteuid()) {
+		m &^= 0o4000
+	}
+	if m&0o2000 != 0 && n.GID != uint32(os.Getegid()) {
+		m &^= 0o2000
+	}
+	if m != n.Mode {
+		r.c.addWarning(path, "setuid/setgid bits cleared: the owner %d:%d is not restored", n.UID, n.GID)
+	}
+	return m
+}
+
 // setMetaFd sets the metadata of an open file or directory: extended
 // attributes, owner (with Owners), mode, then times (atime = mtime).
 func (r *restorer) setMetaFd(fd int, n *Node, path string) error {
@@ -802,7 +823,7 @@ func (r *restorer) setMetaFd(fd int, n *Node, path string) error {
 			r.c.addWarning(path, "owner %d:%d not restored: %v", n.UID, n.GID, err)
 		}
 	}
-	if err := unix.Fchmod(fd, n.Mode); err != nil {
+	if err := unix.Fchmod(fd, r.mode(n, path)); err != nil {
 		return restoreIOError(path, "setting the mode", err)
 	}
 	if err := futimens(fd, n.ModTime, n.ModTime); err != nil {
@@ -831,9 +852,10 @@ func (r *restorer) setMetaAt(dirfd int, n *Node, path string) error {
 		}
 	}
 	if n.Type != TypeSymlink {
-		err := unix.Fchmodat(dirfd, n.Name, n.Mode, unix.AT_SYMLINK_NOFOLLOW)
+		mode := r.mode(n, path)
+		err := unix.Fchmodat(dirfd, n.Name, mode, unix.AT_SYMLINK_NOFOLLOW)
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
-			err = unix.Fchmodat(dirfd, n.Name, n.Mode, 0) // no fchmodat2: the entry was just made, not a symlink
+			err = unix.Fchmodat(dirfd, n.Name, mode, 0) // no fchmodat2: the entry was just made, not a symlink
 		}
 		if err != nil {
 			return restoreIOError(path, "setting the mode", err)

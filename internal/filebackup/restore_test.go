@@ -1,3 +1,5 @@
+//go:build linux
+
 package filebackup
 
 import (
@@ -444,4 +446,28 @@ func TestRestoreWithoutOpenat2(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	compareTrees(t, src, filepath.Join(dst, "src"))
+}
+
+// TestRestoreSetuidWithoutOwners: without Owners a setuid file of another
+// user loses its setuid bit (the restoring user would own it), with a
+// warning; with Owners it keeps owner and bit.
+func TestRestoreSetuidWithoutOwners(t *testing.T) {
+	repo := newMemRepo()
+	ctx := context.Background()
+	f := fileNode(t, repo, "suid", []byte("#!/bin/sh\n"))
+	f.Mode, f.UID, f.GID = 0o6755, 1234, 5678
+	root := saveTree(t, repo, f)
+
+	dst := t.TempDir()
+	st, err := Restore(ctx, repo, root, dst, RestoreOptions{})
+	must(t, err)
+	if s := lstat(t, filepath.Join(dst, "suid")); s.Mode&07777 != 0o755 || s.Uid != 0 || st.Warnings != 1 {
+		t.Errorf("without owners: mode %#o uid %d, %d warnings", s.Mode&07777, s.Uid, st.Warnings)
+	}
+	dst = t.TempDir()
+	st, err = Restore(ctx, repo, root, dst, RestoreOptions{Owners: true})
+	must(t, err)
+	if s := lstat(t, filepath.Join(dst, "suid")); s.Mode&07777 != 0o6755 || s.Uid != 1234 || s.Gid != 5678 || st.Warnings != 0 {
+		t.Errorf("with owners: mode %#o owner %d:%d, %d warnings", s.Mode&07777, s.Uid, s.Gid, st.Warnings)
+	}
 }

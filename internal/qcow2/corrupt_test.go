@@ -116,7 +116,7 @@ func TestOpenDamaged(t *testing.T) {
 			copy(b[0x300:], "missing.qcow2")
 			put64(b, 8, 0x300)
 			return put32(b, 16, 13)
-		}, want{kind: core.KindNotFound, msg: "missing.qcow2 does not exist"}},
+		}, want{kind: core.KindNotFound, msg: "missing.qcow2: no such file or directory"}},
 		{"backing is a directory", func(b []byte) []byte {
 			copy(b[0x300:], "/")
 			put64(b, 8, 0x300)

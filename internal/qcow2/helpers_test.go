@@ -186,6 +186,7 @@ func compareWithRaw(t testing.TB, l *Layer, rawPath string) []Extent {
 		rawData = extentList{{0, l.Size()}}
 	}
 	const chunk = 4 << 20
+	poison := bytes.Repeat([]byte{0x5a}, chunk)
 	nChunks := (l.Size() + chunk - 1) / chunk
 	var mu sync.Mutex
 	var fails []string
@@ -213,9 +214,7 @@ func compareWithRaw(t testing.TB, l *Layer, rawPath string) []Extent {
 						return
 					}
 				}
-				for i := range g {
-					g[i] = 0x5a // ReadAt must overwrite everything
-				}
+				copy(g, poison) // ReadAt must overwrite everything
 				if err := readPieces(l, g, off, k); err != nil {
 					fail("ReadAt at %d: %v", off, err)
 					return

@@ -143,7 +143,7 @@ func openFile(path string) (*os.File, int64, bool, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, 0, false, &core.Error{Kind: core.KindNotFound, Code: "not_found", Message: "qcow2: " + path + " does not exist", Err: err}
+			return nil, 0, false, &core.Error{Kind: core.KindNotFound, Code: "not_found", Message: "qcow2", Err: err}
 		}
 		return nil, 0, false, fmt.Errorf("qcow2: %w", err)
 	}

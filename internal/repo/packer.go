@@ -164,7 +164,10 @@ func (r *Repository) upload(ctx context.Context, blobs []byte, entries []format.
 	go func() {
 		defer w.uploads.Done()
 		defer func() { <-w.sem }()
-		err := r.store.Save(ctx, format.PackName(id), bytes.NewReader(pack), int64(len(pack)))
+		// Not the caller's context: an errgroup cancels it as soon as its
+		// goroutines are done, and Flush waits for this upload.
+		uctx := context.WithoutCancel(ctx)
+		err := r.store.Save(uctx, format.PackName(id), bytes.NewReader(pack), int64(len(pack)))
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {
@@ -177,7 +180,7 @@ func (r *Repository) upload(ctx context.Context, blobs []byte, entries []format.
 		if len(w.unindexed) >= indexEvery {
 			packs := w.unindexed
 			w.unindexed = nil
-			if err := r.commitIndex(ctx, packs); err != nil && w.uploadErr == nil {
+			if err := r.commitIndex(uctx, packs); err != nil && w.uploadErr == nil {
 				w.uploadErr = err
 			}
 		}
