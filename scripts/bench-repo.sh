@@ -287,30 +287,28 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # --- the table ----------------------------------------------------------------
-sec() { # median of t[$1] in seconds, or -
-  local m
-  m=$(printf '%s' "${t[$1]:-}" | median)
-  if [ -n "$m" ]; then awk -v m="$m" 'BEGIN { printf "%.2f", m / 1000 }'; else echo -; fi
+# The row's values are medians of t (times, ms) or b (bytes, multiples),
+# shown in a unit; the ratios are computed from the unrounded medians.
+raw() { # sec|mib|times KEY: the median, or nothing
+  if [ "$1" = sec ]; then printf '%s' "${t[$2]:-}" | median; else printf '%s' "${b[$2]:-}" | median; fi
 }
-mib() { # median of b[$1] in MiB, or -
-  local m
-  m=$(printf '%s' "${b[$1]:-}" | median)
-  if [ -n "$m" ]; then awk -v m="$m" 'BEGIN { printf "%.1f", m / 1048576 }'; else echo -; fi
+show() { # sec|mib|times VALUE: the value in its unit, or -
+  [ -n "$2" ] || { echo -; return; }
+  case $1 in
+    sec) awk -v m="$2" 'BEGIN { printf "%.2f", m / 1000 }' ;;
+    mib) awk -v m="$2" 'BEGIN { printf "%.1f", m / 1048576 }' ;;
+    times) awk -v m="$2" 'BEGIN { printf "%.2fx", m }' ;;
+  esac
 }
-times_() { # median of b[$1] as a multiple, or -
-  local m
-  m=$(printf '%s' "${b[$1]:-}" | median)
-  if [ -n "$m" ]; then awk -v m="$m" 'BEGIN { printf "%.2fx", m }'; else echo -; fi
+ratio() { # A C: A / C, or n/a
+  awk -v a="$1" -v c="$2" 'BEGIN { if (a != "" && c != "" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
 }
-ratio() { # $1 / $2, or n/a
-  awk -v a="${1%x}" -v c="${2%x}" 'BEGIN { if (a != "-" && c != "-" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
-}
-row() { # LABEL FORMATTER KEY
-  local label=$1 f=$2 key=$3 c r g
-  c=$($f "cairn_$key")
-  r=$($f "restic_$key")
-  g=$($f "borg_$key")
-  echo "| $label | $c | $r | $g | $(ratio "$r" "$c") | $(ratio "$g" "$c") |"
+row() { # LABEL sec|mib|times KEY
+  local label=$1 unit=$2 key=$3 c r g
+  c=$(raw "$unit" "cairn_$key")
+  r=$(raw "$unit" "restic_$key")
+  g=$(raw "$unit" "borg_$key")
+  echo "| $label | $(show "$unit" "$c") | $(show "$unit" "$r") | $(show "$unit" "$g") | $(ratio "$r" "$c") | $(ratio "$g" "$c") |"
 }
 
 changed_med=$(printf '%s' "$changed_all" | median)
@@ -338,7 +336,7 @@ table=$work/table.md
   row "repository after the full backup (MiB)" mib full
   row "incremental backup after a 1% change (s)" sec incr
   row "repository growth (MiB)" mib growth
-  row "growth / changed bytes" times_ multiple
+  row "growth / changed bytes" times multiple
   row "restore of the latest backup (s)" sec restore
   row "incremental backup of $PRUNE_SIZE after a 1% change (s, median of $PRUNE_BACKUPS)" sec small
   row "forget $forgotten of $PRUNE_BACKUPS backups + prune (s)" sec prune

@@ -143,12 +143,14 @@ func TestRestoreCraftedTreesStayInside(t *testing.T) {
 	repo := newMemRepo()
 	sub := saveTree(t, repo, fileNode(t, repo, "passwd", []byte("pwned")))
 	dir := &Node{Name: "link", Type: TypeDir, Mode: 0o755, ModTime: testTime, ChangeTime: testTime, Subtree: sub}
-	root := repo.putRaw(format.TreeBlob, encodeUnchecked(symlinkNode("link", outside), dir))
-	_, err := Restore(ctx, repo, root, newTarget(), RestoreOptions{Overwrite: true})
-	if !isKind(err, core.KindCorrupt) || !strings.Contains(err.Error(), "duplicate") {
-		t.Errorf("symlink and directory of one name: %v", err)
+	for _, to := range []string{outside, "..", "../outside"} {
+		root := repo.putRaw(format.TreeBlob, encodeUnchecked(symlinkNode("link", to), dir))
+		_, err := Restore(ctx, repo, root, newTarget(), RestoreOptions{Overwrite: true})
+		if !isKind(err, core.KindCorrupt) || !strings.Contains(err.Error(), "duplicate") {
+			t.Errorf("symlink to %s and directory of one name: %v", to, err)
+		}
+		check("duplicate")
 	}
-	check("duplicate")
 
 	// Names that are not one component, in a subtree.
 	for _, bad := range []string{"..", ".", "a/b", "/etc", "", "x\x00y"} {
@@ -171,7 +173,7 @@ func TestRestoreCraftedTreesStayInside(t *testing.T) {
 	// A symlink already in the target where the backup has a directory,
 	// and one where it has a file.
 	repo = newMemRepo()
-	root = saveTree(t, repo,
+	root := saveTree(t, repo,
 		dirNode(t, repo, "link", fileNode(t, repo, "passwd", []byte("pwned"))),
 		fileNode(t, repo, "f", []byte("mine")))
 	target := newTarget()

@@ -177,18 +177,18 @@ func changedIteration(t *testing.T, seed uint64) {
 		qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-o", opts, img, fmt.Sprint(size))
 		qemuIO(t, img, g.writes(10+r.IntN(20), size)...)
 	}
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	size2 := size
 	if r.IntN(5) == 0 {
 		size2 = size + int64(1+r.IntN(16))<<20 + int64(512*r.IntN(64))
-		qemuImg(t, dir, "resize", "-q", img, fmt.Sprint(size2))
+		resize(t, img, fmt.Sprint(size2))
 		desc = append(desc, fmt.Sprintf("resized %d -> %d", size, size2))
 	}
 	quiet := r.IntN(6) == 0 && size2 == size // no writes between the snapshots
 	if !quiet {
 		qemuIO(t, img, g.writes(1+r.IntN(25), size2)...)
 	}
-	qemuImg(t, dir, "snapshot", "-c", "s2", img)
+	snapshotCreate(t, img, "s2")
 	qemuIO(t, img, g.writes(5, size2)...) // active only: invisible to the snapshots
 	t.Logf("seed %d: %d MiB, %d-byte clusters %s", seed, size>>20, cs, strings.Join(desc, ", "))
 
@@ -204,6 +204,8 @@ func changedIteration(t *testing.T, seed uint64) {
 	}
 	checkChangedShape(t, ch, s2)
 	diff := differingClusters(t, raw1, raw2, cs)
+	os.Remove(raw1)
+	os.Remove(raw2)
 	if miss := uncovered(diff, ch); len(miss) > 0 {
 		t.Fatalf("bytes differ in %s, not in ChangedClusters %s", summary(miss), summary(ch))
 	}
@@ -233,14 +235,14 @@ func TestChangedClustersExact(t *testing.T) {
 	img := filepath.Join(dir, "disk.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", img, "32M")
 	qemuIO(t, img, "write -P 1 0 8M", "write -P 2 20M 1M")
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
-	qemuImg(t, dir, "snapshot", "-c", "s2", img) // nothing between
+	snapshotCreate(t, img, "s1")
+	snapshotCreate(t, img, "s2") // nothing between
 	qemuIO(t, img, "write -P 3 1M 4k")            // one cluster, in a shared L2 table
-	qemuImg(t, dir, "snapshot", "-c", "s3", img)
+	snapshotCreate(t, img, "s3")
 	qemuIO(t, img, "write -z 20M 64k", "write -P 2 20544k 64k", "write -z 30M 64k")
-	qemuImg(t, dir, "snapshot", "-c", "s4", img)
-	qemuImg(t, dir, "resize", "-q", img, "40M")
-	qemuImg(t, dir, "snapshot", "-c", "s5", img)
+	snapshotCreate(t, img, "s4")
+	resize(t, img, "40M")
+	snapshotCreate(t, img, "s5")
 
 	im := mustOpen(t, img)
 	get := func(name string) *Layer { return mustLayer(t, im, name) }
@@ -280,9 +282,9 @@ func TestChangedClustersBacking(t *testing.T) {
 	img := filepath.Join(dir, "over.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", img, "16M")
 	qemuIO(t, img, "write -P 0x20 0 1M")
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	qemuIO(t, img, "write -z 4M 64k", "discard 8M 64k", "write -z 0 64k")
-	qemuImg(t, dir, "snapshot", "-c", "s2", img)
+	snapshotCreate(t, img, "s2")
 	im := mustOpen(t, img)
 	s1, s2 := mustLayer(t, im, "s1"), mustLayer(t, im, "s2")
 	raw1, raw2 := toRaw(t, img, "s1"), toRaw(t, img, "s2")
@@ -307,7 +309,7 @@ func TestChangedClustersRejects(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", img, "4M")
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	a, b := mustOpen(t, img), mustOpen(t, img)
 	act := mustLayer(t, a, "")
 	s1 := mustLayer(t, a, "s1")

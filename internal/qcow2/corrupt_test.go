@@ -23,7 +23,7 @@ func sampleImage(t testing.TB, dir string, extra ...string) []byte {
 	img := filepath.Join(dir, "sample.qcow2")
 	qemuImg(t, dir, append([]string{"create", "-q", "-f", "qcow2"}, append(extra, img, "8M")...)...)
 	qemuIO(t, img, "write -P 0x5a 0 64k", "write -P 0x5b 1M 64k")
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	b, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)

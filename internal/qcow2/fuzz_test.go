@@ -40,7 +40,7 @@ func seedImages(t testing.TB) map[string][]byte {
 		qemuImg(t, dir, args...)
 		for i, cmds := range phases {
 			if i > 0 {
-				qemuImg(t, dir, "snapshot", "-c", "s"+strconv.Itoa(i), p)
+				snapshotCreate(t, p, "s"+strconv.Itoa(i))
 			}
 			qemuIO(t, p, cmds...)
 		}

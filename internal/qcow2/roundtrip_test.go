@@ -162,7 +162,7 @@ func TestRoundTripV2(t *testing.T) {
 	img := filepath.Join(dir, "v2.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", img, "64M")
 	qemuIO(t, img, mixedWrites(rnd)...)
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	qemuIO(t, img, "write -P 0x99 0 1M", "write -z 2M 1M")
 	im := verify(t, img, "s1")
 	if im.Version() != 2 {
@@ -195,7 +195,7 @@ func TestRoundTripBackingQcow2(t *testing.T) {
 	top := filepath.Join(dir, "sub", "top.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top, "64M")
 	qemuIO(t, top, "write -P 0x30 5M 100k", "write -z 17M 64k")
-	qemuImg(t, dir, "snapshot", "-c", "s1", top)
+	snapshotCreate(t, top, "s1")
 	qemuIO(t, top, "write -P 0x31 0 16M", "write -P 0x32 60M 1M")
 	im := verify(t, top, "s1")
 	if name, format := im.BackingFile(); name != "mid.qcow2" || format != "qcow2" {
@@ -286,12 +286,12 @@ func TestRoundTripSnapshotsResize(t *testing.T) {
 	img := filepath.Join(dir, "snap.qcow2")
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", img, "32M")
 	qemuIO(t, img, "write -P 0x01 0 4M", "write -s "+rnd+" 8M 1M", "write -P 0x02 31M 1M")
-	qemuImg(t, dir, "snapshot", "-c", "s1", img)
+	snapshotCreate(t, img, "s1")
 	qemuIO(t, img, "write -P 0x03 1M 1M", "write -z 8M 64k", "discard 31M 512k")
-	qemuImg(t, dir, "snapshot", "-c", "s2", img)
-	qemuImg(t, dir, "resize", "-q", img, "600M") // past one L2 table's 512 MiB
+	snapshotCreate(t, img, "s2")
+	resize(t, img, "600M") // past one L2 table's 512 MiB
 	qemuIO(t, img, "write -P 0x04 40M 1M", "write -P 0x05 599M 1M", "write -P 0x06 0 64k")
-	qemuImg(t, dir, "snapshot", "-c", "s3", img)
+	snapshotCreate(t, img, "s3")
 	qemuIO(t, img, "write -P 0x07 2M 1M")
 	im := verify(t, img, "s1", "s2", "s3")
 

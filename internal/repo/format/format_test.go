@@ -94,7 +94,7 @@ func TestIndexRoundTrip(t *testing.T) {
 func validManifest() *Manifest {
 	return &Manifest{Version: 1, ID: "0b0f0c7e-1d2c-4d6e-9f00-1a2b3c4d5e6f", Kind: KindImage, Time: time.Unix(1700000000, 0).UTC(),
 		Host: "h", Paths: []string{"/a.raw"}, Tags: []string{"volume=a"},
-		Image: &ImageManifest{Size: 3<<20 + 5, ChunkSize: 128 << 10, SegmentChunks: 8, SourceFormat: "raw", Segments: make([]ID, 4)},
+		Image:   &ImageManifest{Size: 3<<20 + 5, ChunkSize: 128 << 10, SegmentChunks: 8, SourceFormat: "raw", Segments: make([]ID, 4)},
 		Summary: Summary{Bytes: 3<<20 + 5}}
 }
 
