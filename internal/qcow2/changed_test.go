@@ -85,25 +85,57 @@ func (g *writeGen) writes(n int, size int64) []string {
 }
 
 // differingClusters returns the clusters whose bytes differ between two
-// files of equal size.
+// raw files of equal size. Only their data is read: where both have holes,
+// both are zeros.
 func differingClusters(t testing.TB, a, b string, cs int64) []Extent {
 	t.Helper()
-	da, err := os.ReadFile(a)
+	fa, err := os.Open(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := os.ReadFile(b)
+	defer fa.Close()
+	fb, err := os.Open(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(da) != len(db) {
-		t.Fatalf("%s has %d bytes, %s %d", a, len(da), b, len(db))
+	defer fb.Close()
+	ia, _ := fa.Stat()
+	ib, _ := fb.Stat()
+	if ia.Size() != ib.Size() {
+		t.Fatalf("%s has %d bytes, %s %d", a, ia.Size(), b, ib.Size())
 	}
+	size := ia.Size()
+	var data []Extent
+	for _, f := range []*os.File{fa, fb} {
+		e, err := dataExtents(f, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e == nil {
+			e = extentList{{0, size}}
+		}
+		data = append(data, e...)
+	}
+	step := max(cs, 1<<20)
+	ba, bb := make([]byte, step), make([]byte, step)
 	var out extentList
-	for off := int64(0); off < int64(len(da)); off += cs {
-		end := min(off+cs, int64(len(da)))
-		if !bytes.Equal(da[off:end], db[off:end]) {
-			out.add(off, end-off)
+	for _, e := range union(data, nil) {
+		for off := e.Offset / cs * cs; off < e.End(); off += step {
+			n := min(step, size-off)
+			for _, x := range []struct {
+				f *os.File
+				b []byte
+			}{{fa, ba[:n]}, {fb, bb[:n]}} {
+				if _, err := x.f.ReadAt(x.b, off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for c := int64(0); c < n; c += cs {
+				end := min(c+cs, n)
+				if !bytes.Equal(ba[c:end], bb[c:end]) {
+					out.add(off+c, end-c)
+				}
+			}
 		}
 	}
 	return out
@@ -189,7 +221,9 @@ func changedIteration(t *testing.T, seed uint64) {
 		qemuIO(t, img, g.writes(1+r.IntN(25), size2)...)
 	}
 	snapshotCreate(t, img, "s2")
-	qemuIO(t, img, g.writes(5, size2)...) // active only: invisible to the snapshots
+	if seed%2 == 0 {
+		qemuIO(t, img, g.writes(5, size2)...) // active only: invisible to the snapshots
+	}
 	t.Logf("seed %d: %d MiB, %d-byte clusters %s", seed, size>>20, cs, strings.Join(desc, ", "))
 
 	im := mustOpen(t, img)
@@ -236,8 +270,8 @@ func TestChangedClustersExact(t *testing.T) {
 	qemuImg(t, dir, "create", "-q", "-f", "qcow2", img, "32M")
 	qemuIO(t, img, "write -P 1 0 8M", "write -P 2 20M 1M")
 	snapshotCreate(t, img, "s1")
-	snapshotCreate(t, img, "s2") // nothing between
-	qemuIO(t, img, "write -P 3 1M 4k")            // one cluster, in a shared L2 table
+	snapshotCreate(t, img, "s2")       // nothing between
+	qemuIO(t, img, "write -P 3 1M 4k") // one cluster, in a shared L2 table
 	snapshotCreate(t, img, "s3")
 	qemuIO(t, img, "write -z 20M 64k", "write -P 2 20544k 64k", "write -z 30M 64k")
 	snapshotCreate(t, img, "s4")

@@ -96,13 +96,16 @@ func (im *Image) unzstd(dst, src []byte) error {
 	}
 	im.zstdMu.Unlock()
 	if z == nil {
-		// One synchronous decoder (no goroutines); a window no larger than
-		// a cluster needs, so a hostile frame cannot ask for gigabytes.
+		// One synchronous decoder (no goroutines). QEMU compresses a
+		// cluster in one call, so its frames declare a window no larger
+		// than the cluster; 8 MiB leaves room for other writers while a
+		// hostile frame cannot ask for gigabytes.
+		limit := uint64(max(2*im.clusterSize, 8<<20))
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(uint64(max(im.clusterSize, zstd.MinWindowSize))*2),
-			zstd.WithDecoderMaxMemory(uint64(im.clusterSize)*4))
+			zstd.WithDecoderMaxWindow(limit),
+			zstd.WithDecoderMaxMemory(limit))
 		if err != nil {
 			return err
 		}

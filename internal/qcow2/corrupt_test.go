@@ -157,7 +157,7 @@ func TestOpenUnsupportedFeatures(t *testing.T) {
 		{"luks", []string{"--object", "secret,id=sec0,data=abc123", "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"}, "LUKS encryption"},
 		{"aes", []string{"--object", "secret,id=sec0,data=abc123", "-o", "encrypt.format=aes,encrypt.key-secret=sec0"}, "AES encryption"},
 		{"extended-l2", []string{"-o", "extended_l2=on"}, "extended L2"},
-		{"data-file", []string{"-o", "data_file=data.raw"}, "external data file"},
+		{"data-file", []string{"-o", "data_file=" + filepath.Join(dir, "data.raw")}, "external data file"},
 	}
 	for _, c := range cases {
 		p := filepath.Join(dir, c.name+".qcow2")
@@ -165,7 +165,9 @@ func TestOpenUnsupportedFeatures(t *testing.T) {
 		for try := 1; ; try++ {
 			// QEMU 7.2's PBKDF benchmark fails now and then with "Unable to
 			// get accurate CPU usage" when the thread's CPU time reads 0.
-			out, err := exec.Command("qemu-img", args...).CombinedOutput()
+			cmd := exec.Command("qemu-img", args...)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
 			if err == nil {
 				break
 			}

@@ -246,10 +246,12 @@ func readBacking(b source, p []byte, off int64) error {
 }
 
 // Extents returns the ranges of the layer that may hold non-zero data,
-// sorted, merged and within Size: data and compressed clusters (less the
-// data clusters whose host range is a hole in the image file), and, with a
+// sorted, merged and within Size: data and compressed clusters, and, with a
 // backing file, the backing file's extents where this layer is unallocated.
-// Zero clusters and unallocated clusters without a backing file are left out.
+// Zero clusters and unallocated clusters without a backing file are left
+// out, and so are the parts of data clusters that are holes in the image
+// file itself (preallocated or partly written clusters), as qemu-img map
+// leaves them out. Extents reads the L2 tables, not the data.
 func (l *Layer) Extents() ([]Extent, error) {
 	im := l.im
 	cs := im.clusterSize

@@ -324,4 +324,18 @@ func TestRoundTripSnapshotsResize(t *testing.T) {
 	if _, err := im.Snapshot("nope"); err == nil {
 		t.Fatal("unknown snapshot opened")
 	}
+
+	// s2 has one L1 entry, s3 two: the missing entry counts as 0, and
+	// everything past s2's size is changed.
+	s2, s3 := mustLayer(t, im, "s2"), mustLayer(t, im, "s3")
+	ch, err := ChangedClusters(s2, s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if miss := uncovered([]Extent{{0, 64 << 10}, {32 << 20, 568 << 20}}, ch); len(miss) > 0 {
+		t.Fatalf("ChangedClusters(s2, s3) = %s misses %s", summary(ch), summary(miss))
+	}
+	if len(ch) != 2 {
+		t.Fatalf("ChangedClusters(s2, s3) = %s, want the first cluster and [32M, 600M)", summary(ch))
+	}
 }
