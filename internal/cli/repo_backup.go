@@ -455,9 +455,7 @@ func (ra *repoApp) catCommand() *cobra.Command {
 	}
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		what := args[0]
-		need := map[string]bool{"config": false, "locks": false}
-		if n, known := need[what]; known && len(args) != 1 || !known && len(args) != 2 {
-			_ = n
+		if noArg := what == "config" || what == "locks"; noArg != (len(args) == 1) {
 			return core.Invalid("usage: cairn repo cat %s", cmd.Use[4:])
 		}
 		r, err := ra.open(ctx, what == "blob" || what == "tree")

@@ -199,15 +199,11 @@ func (r *Repository) PackHeader(ctx context.Context, id format.ID) ([]format.Pac
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	b, err := loadRange(ctx, r.store, name, info.Size-format.PackTrailerSize-hlen, hlen+format.PackTrailerSize)
+	tail, err := loadRange(ctx, r.store, name, info.Size-format.PackTrailerSize-hlen, hlen+format.PackTrailerSize)
 	if err != nil {
 		return nil, err
 	}
-	// parsePackHeader wants the blobs before the header only for their
-	// length: give it a view whose length is right.
-	whole := make([]byte, info.Size-format.PackTrailerSize-hlen, info.Size)
-	whole = append(whole, b...)
-	entries, err := r.parsePackHeader(name, whole)
+	entries, err := r.parsePackHeader(name, tail, info.Size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

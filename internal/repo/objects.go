@@ -11,6 +11,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
 )
@@ -128,8 +129,7 @@ func (r *Repository) openObject(name string, sealed, ad []byte, limit int) ([]by
 
 // saveObject seals plain and stores it under name.
 func (r *Repository) saveObject(ctx context.Context, name string, plain, ad []byte) error {
-	sealed := r.sealObject(plain, ad)
-	return r.store.Save(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
+	return blob.SaveBytes(ctx, r.store, name, r.sealObject(plain, ad))
 }
 
 // loadObject reads and opens a sealed object of at most limit plaintext bytes.

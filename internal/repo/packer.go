@@ -1,12 +1,12 @@
 package repo
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
+	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/repo/format"
 )
 
@@ -31,6 +31,7 @@ type writeState struct {
 	pending    map[format.ID]struct{} // saved or being saved, not yet indexed
 	unindexed  []format.IndexPack     // uploaded packs not yet in an index object
 	committed  []format.IndexPack     // every pack this process indexed (prune reads it)
+	indexes    []string               // the index objects that list them
 	uploadErr  error
 	uploads    sync.WaitGroup
 	sem        chan struct{}
@@ -167,7 +168,7 @@ func (r *Repository) upload(ctx context.Context, blobs []byte, entries []format.
 		// Not the caller's context: an errgroup cancels it as soon as its
 		// goroutines are done, and Flush waits for this upload.
 		uctx := context.WithoutCancel(ctx)
-		err := r.store.Save(uctx, format.PackName(id), bytes.NewReader(pack), int64(len(pack)))
+		err := blob.SaveBytes(uctx, r.store, format.PackName(id), pack)
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {
@@ -191,7 +192,8 @@ func (r *Repository) upload(ctx context.Context, blobs []byte, entries []format.
 // commitIndex writes an index object for packs and adds them to the loaded
 // index. Called with w.mu held.
 func (r *Repository) commitIndex(ctx context.Context, packs []format.IndexPack) error {
-	if _, err := r.writeIndex(ctx, packs); err != nil {
+	name, err := r.writeIndex(ctx, packs)
+	if err != nil {
 		return err
 	}
 	r.idxMu.Lock()
@@ -208,6 +210,7 @@ func (r *Repository) commitIndex(ctx context.Context, packs []format.IndexPack) 
 		}
 	}
 	r.w.committed = append(r.w.committed, packs...)
+	r.w.indexes = append(r.w.indexes, name)
 	return nil
 }
 

@@ -161,7 +161,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		return res, nil
 	}
 	r.ws().mu.Lock()
-	r.w.committed = nil
+	r.w.committed, r.w.indexes = nil, nil
 	r.w.mu.Unlock()
 	if len(drop)+len(repack)+len(leftover) == 0 && len(indexNames) <= 1 {
 		return res, nil
@@ -227,8 +227,8 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	// unused).
 	w := r.ws()
 	w.mu.Lock()
-	newPacks := w.committed
-	w.committed = nil
+	newPacks, flushIndexes := w.committed, w.indexes
+	w.committed, w.indexes = nil, nil
 	w.mu.Unlock()
 	byPack := map[format.ID][]format.PackEntry{}
 	for _, p := range newPacks {
@@ -245,41 +245,22 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		list = append(list, format.IndexPack{ID: p, Entries: es})
 	}
 	sort.Slice(list, func(i, j int) bool { return string(list[i].ID[:]) < string(list[j].ID[:]) })
-	newNames := map[string]bool{}
 	for start := 0; start < len(list); {
 		end, n := start, 0
 		for end < len(list) && (n == 0 || n+len(list[end].Entries) <= 500_000) {
 			n += len(list[end].Entries)
 			end++
 		}
-		name, err := r.writeIndex(ctx, list[start:end])
-		if err != nil {
+		if _, err := r.writeIndex(ctx, list[start:end]); err != nil {
 			return nil, fmt.Errorf("prune: %w", err)
 		}
-		newNames[name] = true
 		res.IndexesWritten++
 		start = end
 	}
 
-	// 4. Remove the old index objects (those read at the start, and the one
-	// Flush wrote for the repacked packs, now covered by the new ones).
-	after, err := listNames(ctx, r.store, format.IndexPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("prune: listing index objects: %w", err)
-	}
-	old := map[string]bool{}
-	for _, n := range indexNames {
-		old[n] = true
-	}
-	for _, n := range after {
-		if !newNames[n] && !old[n] {
-			old[n] = true // written by this prune's Flush
-		}
-	}
-	for n := range old {
-		if newNames[n] {
-			continue
-		}
+	// 4. Remove the old index objects: those read at the start, and those
+	// Flush wrote for the repacked packs, now covered by the new ones.
+	for _, n := range append(indexNames, flushIndexes...) {
 		if err := r.store.Remove(ctx, n); err != nil {
 			return nil, fmt.Errorf("prune: removing %s: %w", n, err)
 		}

@@ -22,10 +22,10 @@ func (r *Repository) walkBackup(ctx context.Context, m *format.Manifest, visit b
 				continue
 			}
 			descend, err := visit(format.SegmentBlob, sid)
-			if err != nil || !descend {
-				if err != nil {
-					return err
-				}
+			if err != nil {
+				return err
+			}
+			if !descend {
 				continue
 			}
 			b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)

@@ -116,7 +116,7 @@ func Init(ctx context.Context, store blob.Store, password []byte, io InitOptions
 		return nil, err
 	}
 	r.keyID = keyID
-	if err := store.Save(ctx, format.ConfigName, bytes.NewReader(b), int64(len(b))); err != nil {
+	if err := blob.SaveBytes(ctx, store, format.ConfigName, b); err != nil {
 		return nil, fmt.Errorf("saving the repository config: %w", err)
 	}
 	r.idx = NewIndex()
@@ -242,7 +242,7 @@ func (r *Repository) AddKey(ctx context.Context, password []byte) (string, error
 		return "", err
 	}
 	id := randomHex(8)
-	if err := r.store.Save(ctx, format.KeysPrefix+id, bytes.NewReader(b), int64(len(b))); err != nil {
+	if err := blob.SaveBytes(ctx, r.store, format.KeysPrefix+id, b); err != nil {
 		return "", fmt.Errorf("saving key %s: %w", id, err)
 	}
 	return id, nil
@@ -313,24 +313,20 @@ func loadAll(ctx context.Context, store blob.Store, name string, limit int64) ([
 	return loadRange(ctx, store, name, 0, info.Size)
 }
 
-// loadRange reads exactly length bytes at offset (length 0: nothing).
+// loadRange reads exactly length bytes at offset (length 0: nothing); an
+// object too short for the range is reported as truncated.
 func loadRange(ctx context.Context, store blob.Store, name string, offset, length int64) ([]byte, error) {
-	buf := make([]byte, length)
 	if length == 0 {
-		return buf, nil
+		return []byte{}, nil
 	}
-	rc, err := store.Load(ctx, name, offset, length)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	if _, err := io.ReadFull(rc, buf); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, core.Corrupt("%s: truncated (wanted %d bytes at %d)", name, length, offset)
-		}
+	b, err := blob.LoadRange(ctx, store, name, offset, length)
+	switch {
+	case errors.Is(err, blob.ErrRange) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, core.Corrupt("%s: truncated (wanted %d bytes at %d)", name, length, offset)
+	case err != nil && !core.IsNotFound(err):
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
-	return buf, nil
+	return b, err
 }
 
 // listNames lists the object names under prefix, sorted.

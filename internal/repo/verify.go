@@ -94,8 +94,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRes
 		return nil, fmt.Errorf("listing packs: %w", err)
 	}
 	need := map[format.ID]int64{} // pack -> end of its last blob
-	for id, e := range x.blobs {
-		_ = id
+	for _, e := range x.blobs {
 		end := int64(e.offset) + int64(e.length)
 		if end > need[x.packs[e.pack]] {
 			need[x.packs[e.pack]] = end
@@ -306,7 +305,7 @@ func (r *Repository) checkPack(ctx context.Context, p format.ID, size int64, x *
 		return nil, 0, fmt.Errorf("%s: %w", name, err)
 	}
 	bad := map[format.ID]string{}
-	entries, herr := r.parsePackHeader(name, b)
+	entries, herr := r.parsePackHeader(name, b, int64(len(b)))
 	if herr != nil {
 		// The header is damaged: check the blobs the index places here.
 		entries = nil
@@ -334,17 +333,22 @@ func (r *Repository) checkPack(ctx context.Context, p format.ID, size int64, x *
 	return bad, int64(len(b)), nil
 }
 
-// parsePackHeader reads the trailer and header of a whole pack in memory.
-func (r *Repository) parsePackHeader(name string, b []byte) ([]format.PackEntry, error) {
-	if len(b) < format.PackTrailerSize {
-		return nil, core.Corrupt("%s: %d bytes, shorter than a trailer", name, len(b))
+// parsePackHeader decodes the header of a pack of packSize bytes from tail,
+// the pack's last bytes (at least its sealed header and trailer; the whole
+// pack will do).
+func (r *Repository) parsePackHeader(name string, tail []byte, packSize int64) ([]format.PackEntry, error) {
+	if len(tail) < format.PackTrailerSize {
+		return nil, core.Corrupt("%s: %d bytes, shorter than a trailer", name, len(tail))
 	}
-	hlen, crc, err := format.DecodePackTrailer(b[len(b)-format.PackTrailerSize:], int64(len(b)))
+	hlen, crc, err := format.DecodePackTrailer(tail[len(tail)-format.PackTrailerSize:], packSize)
 	if err != nil {
 		return nil, err
 	}
-	hstart := int64(len(b)) - format.PackTrailerSize - hlen
-	sealed := b[hstart : int64(len(b))-format.PackTrailerSize]
+	if hlen+format.PackTrailerSize > int64(len(tail)) {
+		return nil, fmt.Errorf("internal error: %d bytes of %s read, its header needs %d", len(tail), name, hlen+format.PackTrailerSize)
+	}
+	hstart := packSize - format.PackTrailerSize - hlen
+	sealed := tail[int64(len(tail))-format.PackTrailerSize-hlen : int64(len(tail))-format.PackTrailerSize]
 	if format.CRC32C(sealed) != crc {
 		return nil, core.Corrupt("pack header CRC32C mismatch")
 	}

@@ -3,7 +3,6 @@ package format
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/core"
@@ -136,5 +135,3 @@ func strictJSON(what string, b []byte, v any) error {
 	}
 	return nil
 }
-
-var _ = fmt.Sprint
