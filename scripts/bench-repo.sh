@@ -11,10 +11,11 @@
 # scripts/genimage: 30% holes, 40% compressible text, 30% random bytes), its
 # size; 1% of the image overwritten in scattered 64 KiB pieces and a second
 # backup, the repository's growth against the bytes changed; a restore of the
-# latest backup (checked against the image, then deleted). Then, on one
-# repository per tool holding BENCH_PRUNE_BACKUPS (30) backups of a smaller
-# image, each after a 1% change, copied afresh for every run: forget every
-# other backup and prune, timed together.
+# latest backup, until it is on disk (checked against the image, then
+# deleted). Then, on one repository per tool holding BENCH_PRUNE_BACKUPS (30)
+# backups of an image, each after a 1% change, copied afresh for every run:
+# forget every other backup and prune, in one command where the tool has one
+# (cairn, restic: forget --prune; borg: delete, then compact), timed together.
 #
 # Everything (image, repositories, the tools' caches, restores) lives in one
 # temporary directory under ${TMPDIR:-/tmp}, on one file system, removed at the
@@ -24,7 +25,7 @@
 #   BENCH_TOOLS          tools to run, default "cairn restic borg"
 #   BENCH_REPO_SIZE      image size, default 2G
 #   BENCH_RUNS           runs, default 3 (medians are reported)
-#   BENCH_PRUNE_SIZE     image of the forget+prune test, default 256M
+#   BENCH_PRUNE_SIZE     image of the forget+prune test, default BENCH_REPO_SIZE
 #   BENCH_PRUNE_BACKUPS  backups before forget+prune, default 30
 #   BENCH_SEED           image seed, default 1
 #   BENCH_VERIFY         1 (default) compares each restore with the image
@@ -34,7 +35,7 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 SIZE=${BENCH_REPO_SIZE:-2G}
 RUNS=${BENCH_RUNS:-3}
-PRUNE_SIZE=${BENCH_PRUNE_SIZE:-256M}
+PRUNE_SIZE=${BENCH_PRUNE_SIZE:-$SIZE}
 PRUNE_BACKUPS=${BENCH_PRUNE_BACKUPS:-30}
 SEED=${BENCH_SEED:-1}
 VERIFY=${BENCH_VERIFY:-1}
@@ -114,13 +115,16 @@ op_backup() { # TOOL S IMAGE NAME (NAME: the archive's, for borg)
   esac
 }
 
+# A restore is timed until the image is on disk: cairn syncs its output
+# before renaming it into place, restic and borg leave that to the kernel, so
+# the file system is synced after each tool.
 op_restore() { # TOOL S OUTDIR NAME (NAME: the latest archive, for borg)
   mkdir -p "$3"
   case $1 in
     cairn) tool_run cairn "$2" repo restore --repo "$2/repo" latest --to-file "$3/restored.raw" ;;
     restic) tool_run restic "$2" restore latest --target "$3" ;;
     borg) (cd "$3" && tool_run borg "$2" extract --sparse "$2/repo::$4") ;;
-  esac
+  esac && sync -f "$3"
 }
 
 # Prints the ids (borg: names) of the backups, oldest first; messages go to
@@ -154,8 +158,8 @@ op_forget_prune() { # TOOL S ID...
   local tool=$1 s=$2
   shift 2
   case $tool in
-    cairn) tool_run cairn "$s" repo forget --repo "$s/repo" "$@" && tool_run cairn "$s" repo prune --repo "$s/repo" ;;
-    restic) tool_run restic "$s" forget "$@" && tool_run restic "$s" prune ;;
+    cairn) tool_run cairn "$s" repo forget --repo "$s/repo" --prune "$@" ;;
+    restic) tool_run restic "$s" forget --prune "$@" ;;
     borg) tool_run borg "$s" delete "$s/repo" "$@" && tool_run borg "$s" compact "$s/repo" ;;
   esac
 }
@@ -337,7 +341,7 @@ table=$work/table.md
   row "incremental backup after a 1% change (s)" sec incr
   row "repository growth (MiB)" mib growth
   row "growth / changed bytes" times multiple
-  row "restore of the latest backup (s)" sec restore
+  row "restore of the latest backup, synced to disk (s)" sec restore
   row "incremental backup of $PRUNE_SIZE after a 1% change (s, median of $PRUNE_BACKUPS)" sec small
   row "forget $forgotten of $PRUNE_BACKUPS backups + prune (s)" sec prune
   row "repository before forget+prune (MiB)" mib before_prune

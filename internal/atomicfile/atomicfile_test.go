@@ -32,3 +32,67 @@ func TestWriteIntoMissingDirFails(t *testing.T) {
 		t.Fatal("write into a missing directory succeeded")
 	}
 }
+
+func TestWriteBehindConcurrentWrites(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const piece, pieces = 4096, 256
+	w := NewWriteBehind(f, 3*piece) // write-outs start every third piece
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			for i := g; i < pieces; i += 4 {
+				p := make([]byte, piece)
+				for j := range p {
+					p[j] = byte(i + j)
+				}
+				if _, err := w.WriteAt(p, int64(i)*piece); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	w.Stop() // a second stop is harmless
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != piece*pieces {
+		t.Fatalf("file is %d bytes, want %d", len(b), piece*pieces)
+	}
+	for i := range pieces {
+		for j := range piece {
+			if b[i*piece+j] != byte(i+j) {
+				t.Fatalf("byte %d of piece %d is %d, want %d", j, i, b[i*piece+j], byte(i+j))
+			}
+		}
+	}
+}
+
+func TestWriteBehindReportsErrors(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriteBehind(f, 0)
+	f.Close()
+	if _, err := w.WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("WriteAt on a closed file succeeded")
+	}
+	if err := w.Sync(); err == nil {
+		t.Fatal("Sync of a closed file succeeded")
+	}
+}

@@ -146,20 +146,37 @@ func LoadAll(ctx context.Context, s Store, name string) ([]byte, error) {
 // LoadRange reads the bytes [offset, offset+length) of name (length 0: to the
 // end) into memory.
 func LoadRange(ctx context.Context, s Store, name string, offset, length int64) ([]byte, error) {
+	return LoadRangeInto(ctx, s, name, offset, length, nil)
+}
+
+// LoadRangeInto is LoadRange reading into buf when it has room (a range of
+// known length is read straight into a buffer of exactly that length). A
+// range that ends early is an error wrapping io.ErrUnexpectedEOF.
+func LoadRangeInto(ctx context.Context, s Store, name string, offset, length int64, buf []byte) ([]byte, error) {
 	rc, err := s.Load(ctx, name, offset, length)
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
 	if length > 0 {
-		buf.Grow(int(length))
+		if int64(cap(buf)) < length {
+			buf = make([]byte, length)
+		}
+		buf = buf[:length]
+		var n int
+		n, err = io.ReadFull(rc, buf)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("loading %s: got %d of %d bytes at %d: %w", name, n, length, offset, io.ErrUnexpectedEOF)
+		}
+	} else {
+		b := bytes.NewBuffer(buf[:0])
+		_, err = b.ReadFrom(rc)
+		buf = b.Bytes()
 	}
-	_, err = buf.ReadFrom(rc)
 	if cerr := rc.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return buf, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/filebackup"
@@ -407,12 +408,14 @@ func (ra *repoApp) restoreImage(ctx context.Context, r *repo.Repository, m *form
 		return fmt.Errorf("sizing %s: %w", tmpName, err)
 	}
 	prog, finish := ra.repoProgress("restore")
-	err = r.RestoreImage(ctx, m, tmp, prog)
+	wb := atomicfile.NewWriteBehind(tmp, 0)
+	err = r.RestoreImage(ctx, m, wb, prog)
 	finish()
 	if err != nil {
+		wb.Stop()
 		return diskFull(err, out)
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := wb.Sync(); err != nil {
 		return diskFull(fmt.Errorf("writing %s: %w", out, err), out)
 	}
 	if err := tmp.Close(); err != nil {

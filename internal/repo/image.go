@@ -315,6 +315,8 @@ func (r *Repository) RestoreImage(ctx context.Context, m *format.Manifest, w io.
 	})
 	for range 2 * r.opts.Workers {
 		g.Go(func() error {
+			packBuf := make([]byte, 0, maxRange+512<<10) // reused: one range at a time
+			var bufs blobBuffers
 			for job := range jobs {
 				sort.Slice(job, func(i, j int) bool {
 					a, b := job[i].loc, job[j].loc
@@ -327,28 +329,29 @@ func (r *Repository) RestoreImage(ctx context.Context, m *format.Manifest, w io.
 					// Merge a run of blobs of one pack that lie close together.
 					j, end := i+1, int64(job[i].loc.Offset)+int64(job[i].loc.Length)
 					for j < len(job) && job[j].loc.Pack == job[i].loc.Pack &&
-						int64(job[j].loc.Offset) <= end+256<<10 && end-int64(job[i].loc.Offset) < 16<<20 {
+						int64(job[j].loc.Offset) <= end+256<<10 && end-int64(job[i].loc.Offset) < maxRange {
 						end = max(end, int64(job[j].loc.Offset)+int64(job[j].loc.Length))
 						j++
 					}
 					base := int64(job[i].loc.Offset)
-					buf, err := loadRange(gctx, r.store, format.PackName(job[i].loc.Pack), base, end-base)
+					buf, err := loadRangeInto(gctx, r.store, format.PackName(job[i].loc.Pack), base, end-base, packBuf)
 					if err != nil {
 						return fmt.Errorf("backup %s: pack %s: %w", m.ID, job[i].loc.Pack.Short(), err)
 					}
-					var plain []byte
+					packBuf = buf
+					var out []byte
 					for k := i; k < j; k++ {
 						loc := job[k].loc
 						if k == i || job[k-1].loc.ID != loc.ID {
 							stored := buf[int64(loc.Offset)-base : int64(loc.Offset)-base+int64(loc.Length)]
-							if plain, err = r.openBlob(loc, stored, plain); err != nil {
+							if out, err = r.openBlob(loc, stored, &bufs); err != nil {
 								return fmt.Errorf("backup %s: %w", m.ID, err)
 							}
 						}
-						if _, err := w.WriteAt(plain, job[k].idx*int64(im.ChunkSize)); err != nil {
+						if _, err := w.WriteAt(out, job[k].idx*int64(im.ChunkSize)); err != nil {
 							return fmt.Errorf("writing at byte %d: %w", job[k].idx*int64(im.ChunkSize), err)
 						}
-						prog.done.Add(int64(len(plain)))
+						prog.done.Add(int64(len(out)))
 						prog.items.Add(1)
 					}
 					i = j
@@ -359,6 +362,9 @@ func (r *Repository) RestoreImage(ctx context.Context, m *format.Manifest, w io.
 	}
 	return g.Wait()
 }
+
+// maxRange bounds a merged read of neighbouring blobs in RestoreImage.
+const maxRange = 4 << 20
 
 func chunkLen(im *format.ImageManifest, idx int64) int64 {
 	return min(int64(im.ChunkSize), im.Size-idx*int64(im.ChunkSize))

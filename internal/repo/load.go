@@ -24,32 +24,45 @@ func (r *Repository) LoadBlob(ctx context.Context, t format.BlobType, id format.
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s in pack %s: %w", t, id.Short(), loc.Pack.Short(), err)
 	}
-	return r.openBlob(loc, stored, dst)
+	return r.openBlob(loc, stored, &blobBuffers{plain: dst})
 }
 
-// openBlob checks and decodes the stored bytes of a blob at loc.
-func (r *Repository) openBlob(loc Location, stored, dst []byte) ([]byte, error) {
+// blobBuffers are reusable buffers for openBlob: the decrypted payload goes
+// to scratch, a decompressed plaintext to plain. The plaintext openBlob
+// returns lives in one of them until the next call.
+type blobBuffers struct {
+	scratch, plain []byte
+}
+
+// zstdSlack is room past the plaintext that lets the zstd decoder use its
+// fast copy loops (it over-writes by up to 16 bytes).
+const zstdSlack = 64
+
+// openBlob checks and decodes the stored bytes of a blob at loc, leaving
+// stored as it is: authentication, decompression, and the plaintext against
+// its id. bufs may be nil.
+func (r *Repository) openBlob(loc Location, stored []byte, bufs *blobBuffers) ([]byte, error) {
+	if bufs == nil {
+		bufs = &blobBuffers{}
+	}
 	where := func() string { return fmt.Sprintf("%s blob %s in pack %s", loc.Type, loc.ID.Short(), loc.Pack.Short()) }
-	if format.CRC32C(stored) != loc.CRC {
-		return nil, core.Corrupt("%s: CRC32C mismatch (the stored bytes are damaged)", where())
+	if cap(bufs.scratch) < len(stored) {
+		bufs.scratch = make([]byte, 0, len(stored))
 	}
-	var buf []byte
-	if loc.Flags&format.FlagZstd != 0 {
-		buf = make([]byte, 0, len(stored))
-	} else {
-		buf = dst
-		if cap(buf) < len(stored) {
-			buf = make([]byte, 0, len(stored))
-		}
-	}
-	payload, err := r.key.OpenTo(buf, stored, format.BlobAD(loc.Type, loc.ID))
+	payload, err := r.key.OpenTo(bufs.scratch, stored, format.BlobAD(loc.Type, loc.ID))
 	if err != nil {
+		// Damaged bytes always fail authentication; the CRC, computed
+		// only then, tells damage from a foreign or forged blob.
+		if format.CRC32C(stored) != loc.CRC {
+			return nil, core.Corrupt("%s: CRC32C mismatch (the stored bytes are damaged)", where())
+		}
 		return nil, core.Corrupt("%s: fails authentication", where())
 	}
-	if dst == nil || cap(dst) < int(loc.RawLength) {
-		dst = make([]byte, 0, loc.RawLength)
+	zstd := loc.Flags&format.FlagZstd != 0
+	if zstd && cap(bufs.plain) < int(loc.RawLength)+zstdSlack {
+		bufs.plain = make([]byte, 0, int(loc.RawLength)+zstdSlack)
 	}
-	plain, err := decompress(payload, loc.Flags&format.FlagZstd != 0, int(loc.RawLength), dst)
+	plain, err := decompress(payload, zstd, int(loc.RawLength), bufs.plain)
 	if err != nil {
 		return nil, core.Corrupt("%s: %v", where(), err)
 	}

@@ -178,6 +178,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	for _, id := range repack {
 		g.Go(func() error {
 			pi := packs[id]
+			var bufs blobBuffers
 			b, err := loadRange(gctx, r.store, format.PackName(id), 0, pi.size)
 			if err != nil {
 				return fmt.Errorf("prune: reading pack %s: %w", id.Short(), err)
@@ -194,7 +195,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 					return core.Corrupt("prune: pack %s is truncated (blob %s): prune stopped before removing anything", id.Short(), e.ID.Short())
 				}
 				stored := b[e.Offset:end]
-				if _, err := r.openBlob(Location{Pack: id, PackEntry: e}, stored, nil); err != nil {
+				if _, err := r.openBlob(Location{Pack: id, PackEntry: e}, stored, &bufs); err != nil {
 					return fmt.Errorf("prune: %w: prune stopped before removing anything", err)
 				}
 				p := r.packers[0]

@@ -316,10 +316,15 @@ func loadAll(ctx context.Context, store blob.Store, name string, limit int64) ([
 // loadRange reads exactly length bytes at offset (length 0: nothing); an
 // object too short for the range is reported as truncated.
 func loadRange(ctx context.Context, store blob.Store, name string, offset, length int64) ([]byte, error) {
+	return loadRangeInto(ctx, store, name, offset, length, nil)
+}
+
+// loadRangeInto is loadRange reading into buf's storage when it has room.
+func loadRangeInto(ctx context.Context, store blob.Store, name string, offset, length int64, buf []byte) ([]byte, error) {
 	if length == 0 {
 		return []byte{}, nil
 	}
-	b, err := blob.LoadRange(ctx, store, name, offset, length)
+	b, err := blob.LoadRangeInto(ctx, store, name, offset, length, buf)
 	switch {
 	case errors.Is(err, blob.ErrRange) || errors.Is(err, io.ErrUnexpectedEOF):
 		return nil, core.Corrupt("%s: truncated (wanted %d bytes at %d)", name, length, offset)

@@ -316,6 +316,7 @@ func (r *Repository) checkPack(ctx context.Context, p format.ID, size int64, x *
 			}
 		}
 	}
+	var bufs blobBuffers
 	for _, e := range entries {
 		end := int64(e.Offset) + int64(e.Length)
 		if end > int64(len(b)) {
@@ -323,7 +324,7 @@ func (r *Repository) checkPack(ctx context.Context, p format.ID, size int64, x *
 			continue
 		}
 		loc := Location{Pack: p, PackEntry: e}
-		if _, err := r.openBlob(loc, b[e.Offset:end], nil); err != nil {
+		if _, err := r.openBlob(loc, b[e.Offset:end], &bufs); err != nil {
 			bad[e.ID] = err.Error()
 		}
 	}

@@ -31,8 +31,9 @@ type MasterKey struct {
 	Encrypt [KeySize]byte
 	ID      [KeySize]byte
 
-	once sync.Once
-	aead cipher.AEAD
+	once    sync.Once
+	aead    cipher.AEAD
+	hashers sync.Pool // of *blake3.Hasher keyed with ID: each holds 8 KiB of buffers
 }
 
 // NewMasterKey returns a fresh master key from crypto/rand.
@@ -145,12 +146,17 @@ func (k *MasterKey) chunkIDWith(algo chunkIDAlgo, plaintext []byte) [32]byte {
 	var id [32]byte
 	switch algo {
 	case algoBLAKE3:
-		h, err := blake3.NewKeyed(k.ID[:])
-		if err != nil { // impossible: the key is always 32 bytes
-			panic("crypto: blake3.NewKeyed: " + err.Error())
+		h, _ := k.hashers.Get().(*blake3.Hasher)
+		if h == nil {
+			var err error
+			if h, err = blake3.NewKeyed(k.ID[:]); err != nil { // impossible: the key is always 32 bytes
+				panic("crypto: blake3.NewKeyed: " + err.Error())
+			}
 		}
 		_, _ = h.Write(plaintext)
 		h.Sum(id[:0])
+		h.Reset()
+		k.hashers.Put(h)
 	default:
 		m := hmac.New(sha256.New, k.ID[:])
 		_, _ = m.Write(plaintext)

@@ -1,0 +1,69 @@
+package atomicfile
+
+import (
+	"os"
+	"sync"
+)
+
+// WriteBehind wraps a file being filled through WriteAt (by any number of
+// goroutines) and asks the kernel to start writing its dirty pages out every
+// step bytes, from a goroutine of its own. The disk then works while the
+// writers compute, and the Sync at the end, which a restore needs before it
+// renames its output into place, has little left to wait for. Writes go
+// one at a time: the kernel serializes buffered writes to one file anyway,
+// and threads waiting for it spin. On systems without sync_file_range the
+// write-outs are left to the kernel.
+type WriteBehind struct {
+	f       *os.File
+	step    int64
+	mu      sync.Mutex // one write at a time
+	written int64      // under mu
+	kick    chan struct{}
+	stop    sync.Once
+	done    chan struct{}
+}
+
+// NewWriteBehind starts the write-behind of f; step <= 0 means 64 MiB. Call
+// Sync or Stop to end it.
+func NewWriteBehind(f *os.File, step int64) *WriteBehind {
+	if step <= 0 {
+		step = 64 << 20
+	}
+	w := &WriteBehind{f: f, step: step, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for range w.kick {
+			startWriteback(f)
+		}
+	}()
+	return w
+}
+
+// WriteAt implements io.WriterAt.
+func (w *WriteBehind) WriteAt(p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.f.WriteAt(p, off)
+	w.written += int64(n)
+	if w.written/w.step != (w.written-int64(n))/w.step {
+		select {
+		case w.kick <- struct{}{}:
+		default: // a write-out is already pending
+		}
+	}
+	return n, err
+}
+
+// Sync stops the write-behind and flushes the file to stable storage. The
+// writers must have returned.
+func (w *WriteBehind) Sync() error {
+	w.Stop()
+	return w.f.Sync()
+}
+
+// Stop stops the write-behind (after the writers have returned), before the
+// file is closed; it may be called more than once.
+func (w *WriteBehind) Stop() {
+	w.stop.Do(func() { close(w.kick) })
+	<-w.done
+}
