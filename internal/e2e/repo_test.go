@@ -163,6 +163,41 @@ func TestRepoCLI(t *testing.T) {
 		t.Fatalf("ls:\n%s", ls)
 	}
 
+	// cat: an index object lists packs and their blobs; the pack's header
+	// says the same; a data blob prints its plaintext.
+	idxNames, err := filepath.Glob(filepath.Join(e.repo, "index", "*"))
+	if err != nil || len(idxNames) == 0 {
+		t.Fatalf("no index objects: %v", err)
+	}
+	var index []struct {
+		Pack  string `json:"pack"`
+		Blobs []struct {
+			Type      string `json:"type"`
+			ID        string `json:"id"`
+			Length    int    `json:"length"`
+			RawLength int    `json:"raw_length"`
+		} `json:"blobs"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("cat", "index", filepath.Base(idxNames[0]))), &index); err != nil {
+		t.Fatal(err)
+	}
+	if len(index) == 0 || len(index[0].Pack) != 64 || len(index[0].Blobs) == 0 || index[0].Blobs[0].RawLength == 0 {
+		t.Fatalf("cat index: %+v", index)
+	}
+	if hdr := e.ok("cat", "pack", index[0].Pack); !strings.Contains(hdr, `"id": "`+index[0].Blobs[0].ID+`"`) &&
+		!strings.Contains(hdr, `"id":"`+index[0].Blobs[0].ID+`"`) {
+		t.Fatalf("cat pack %s does not list blob %s:\n%s", index[0].Pack, index[0].Blobs[0].ID, hdr)
+	}
+	for _, b := range index[0].Blobs {
+		if b.Type == "data" {
+			if got := e.ok("cat", "blob", b.ID); len(got) != b.RawLength {
+				t.Fatalf("cat blob %s: %d bytes, the index says %d", b.ID, len(got), b.RawLength)
+			}
+			break
+		}
+	}
+	e.fails(2, "", "cat", "pack", "not-hex")
+
 	// Exit codes of DESIGN 2b.
 	bad := newRepoEnv(t, e.repo)
 	bad.env[1] = "CAIRN_PASSWORD=not it"

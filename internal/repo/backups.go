@@ -178,10 +178,12 @@ func Resolve(backups []*format.Manifest, spec string, f Filter) (*format.Manifes
 // Forget removes the manifests of the given backups. Their data stays until
 // prune.
 func (r *Repository) Forget(ctx context.Context, ids []string) error {
-	for _, id := range ids {
-		if err := r.store.Remove(ctx, format.BackupPrefix+id); err != nil {
-			return fmt.Errorf("forgetting backup %s: %w", id, err)
-		}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = format.BackupPrefix + id
+	}
+	if err := r.removeAll(ctx, names); err != nil {
+		return fmt.Errorf("forgetting backups: %w", err)
 	}
 	return nil
 }

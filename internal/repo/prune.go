@@ -261,18 +261,38 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 
 	// 4. Remove the old index objects: those read at the start, and those
 	// Flush wrote for the repacked packs, now covered by the new ones.
-	for _, n := range append(indexNames, flushIndexes...) {
-		if err := r.store.Remove(ctx, n); err != nil {
-			return nil, fmt.Errorf("prune: removing %s: %w", n, err)
-		}
-		res.IndexesRemoved++
+	oldIndexes := append(indexNames, flushIndexes...)
+	if err := r.removeAll(ctx, oldIndexes); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
 	}
+	res.IndexesRemoved = len(oldIndexes)
 
 	// 5. Remove packs no index lists any more.
+	var gone []string
 	for _, id := range append(append(drop, repack...), leftover...) {
-		if err := r.store.Remove(ctx, format.PackName(id)); err != nil {
-			return nil, fmt.Errorf("prune: removing pack %s: %w", id.Short(), err)
-		}
+		gone = append(gone, format.PackName(id))
+	}
+	if err := r.removeAll(ctx, gone); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
 	}
 	return res, r.LoadIndex(ctx)
 }
+
+// removeAll removes the objects names, several at a time (each is a request
+// on an object store).
+func (r *Repository) removeAll(ctx context.Context, names []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(removeConcurrency)
+	for _, n := range names {
+		g.Go(func() error {
+			if err := r.store.Remove(gctx, n); err != nil {
+				return fmt.Errorf("removing %s: %w", n, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// removeConcurrency bounds the removals in flight.
+const removeConcurrency = 8

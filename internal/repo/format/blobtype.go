@@ -31,3 +31,6 @@ func (t BlobType) String() string {
 	}
 	return fmt.Sprintf("blobtype(%d)", uint8(t))
 }
+
+// MarshalText writes the type's name ("data", "tree", "segment"), for JSON.
+func (t BlobType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }

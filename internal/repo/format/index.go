@@ -18,8 +18,8 @@ const IndexMagic = "cairnix1"
 
 // IndexPack lists the blobs of one pack.
 type IndexPack struct {
-	ID      ID // the pack's name is data/<first two hex digits>/<hex>
-	Entries []PackEntry
+	ID      ID          `json:"pack"` // the pack's name is data/<first two hex digits>/<hex>
+	Entries []PackEntry `json:"blobs"`
 }
 
 // EncodeIndex returns the plaintext of an index file listing packs.

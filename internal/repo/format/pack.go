@@ -45,13 +45,13 @@ func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // PackEntry describes one blob in a pack (and, with its pack, in an index).
 type PackEntry struct {
-	Type      BlobType
-	Flags     uint8
-	ID        ID
-	Offset    uint32 // in the pack; implied by the order in a pack header
-	Length    uint32 // stored (sealed) bytes
-	RawLength uint32 // plaintext bytes
-	CRC       uint32 // CRC32C of the stored bytes
+	Type      BlobType `json:"type"`
+	Flags     uint8    `json:"flags"`
+	ID        ID       `json:"id"`
+	Offset    uint32   `json:"offset"`     // in the pack; implied by the order in a pack header
+	Length    uint32   `json:"length"`     // stored (sealed) bytes
+	RawLength uint32   `json:"raw_length"` // plaintext bytes
+	CRC       uint32   `json:"crc32c"`     // CRC32C of the stored bytes
 }
 
 // put writes e's 48 bytes: type u8, flags u8, reserved u16 (0), length u32,
