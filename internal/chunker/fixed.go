@@ -60,6 +60,21 @@ func (f *Fixed) ScanExtents(r io.ReaderAt, size int64, extents []Extent) (*Fixed
 	return &FixedScanner{size: f.size, ra: r, total: size, extents: ext}, nil
 }
 
+// ScanExtentsOnly is ScanExtents yielding only the chunks that overlap the
+// ranges only (in image order): the rest of the image is neither read nor
+// reported. An empty only yields nothing.
+func (f *Fixed) ScanExtentsOnly(r io.ReaderAt, size int64, extents, only []Extent) (*FixedScanner, error) {
+	s, err := f.ScanExtents(r, size, extents)
+	if err != nil {
+		return nil, err
+	}
+	if s.only, err = normalizeExtents(only, size); err != nil {
+		return nil, err
+	}
+	s.restricted = true
+	return s, nil
+}
+
 // FixedScanner yields the chunks of one stream or image. It is not safe for
 // concurrent use.
 type FixedScanner struct {
@@ -75,6 +90,9 @@ type FixedScanner struct {
 	ra      io.ReaderAt
 	total   int64
 	extents []Extent // normalised; extents[0] is the first that ends after off
+	// restricted: only chunks overlapping only are yielded
+	restricted bool
+	only       []Extent // normalised; only[0] is the first that ends after off
 }
 
 // Next returns the next chunk, or io.EOF after the last one.
@@ -134,6 +152,17 @@ func (s *FixedScanner) nextStream() (Chunk, error) {
 }
 
 func (s *FixedScanner) nextExtent() (Chunk, error) {
+	if s.restricted {
+		for len(s.only) > 0 && s.only[0].End() <= s.off {
+			s.only = s.only[1:]
+		}
+		if len(s.only) == 0 {
+			return Chunk{}, io.EOF
+		}
+		// Skip to the chunk holding the next range's start (s.off stays
+		// a multiple of the chunk size).
+		s.off = max(s.off, s.only[0].Offset/int64(s.size)*int64(s.size))
+	}
 	if s.off >= s.total {
 		return Chunk{}, io.EOF
 	}

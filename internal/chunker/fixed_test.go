@@ -208,6 +208,52 @@ func TestFixedExtents(t *testing.T) {
 	}
 }
 
+func TestFixedExtentsOnly(t *testing.T) {
+	const size = 4 << 10
+	f := mustFixed(t, size)
+	n := 30*size + 100
+	extents := []Extent{{Offset: 0, Length: int64(n)}} // all data
+	backing, image := sparseImage(n, extents, 9)
+	hr := &holeReader{t: t, data: backing, extents: extents}
+	only := []Extent{
+		{Offset: 3*size + 10, Length: 1},      // chunk 3
+		{Offset: 3*size + 100, Length: 2},     // chunk 3 again
+		{Offset: 7*size - 1, Length: 2},       // chunks 6 and 7
+		{Offset: 20 * size, Length: 2 * size}, // chunks 20, 21
+		{Offset: 30 * size, Length: 1 << 20},  // the short last chunk, clipped
+		{Offset: 1 << 40, Length: 1},          // past the end
+	}
+	s, err := f.ScanExtentsOnly(hr, int64(n), extents, only)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for {
+		c, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(c.Data, image[c.Offset:c.Offset+int64(c.Length)]) {
+			t.Fatalf("chunk at %d: wrong bytes", c.Offset)
+		}
+		got = append(got, c.Offset/size)
+		c.Release()
+	}
+	if want := []int64{3, 6, 7, 20, 21, 30}; !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
+	if want := int64(5*size + 100); hr.reads != want {
+		t.Fatalf("read %d bytes, want %d", hr.reads, want)
+	}
+	s, _ = f.ScanExtentsOnly(hr, int64(n), extents, nil)
+	if _, err := s.Next(); err != io.EOF {
+		t.Fatalf("no ranges: %v, want io.EOF", err)
+	}
+}
+
 func TestFixedExtentsEmptyAndHoles(t *testing.T) {
 	f := mustFixed(t, 4<<10)
 	hr := &holeReader{t: t}

@@ -1,10 +1,12 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -75,6 +77,25 @@ type ImageSource struct {
 	Extents []chunker.Extent
 	Format  string // "raw" or "qcow2"
 	Path    string // absolute path, recorded in the manifest
+	// Base, when set, is an earlier backup of the same image and Changed
+	// the ranges whose bytes may differ from it (qcow2.ChangedClusters gives
+	// them): only the chunks Changed touches are read; every other chunk id
+	// comes from Base, and a segment without a change is Base's segment as
+	// it is (nothing rewritten). A Base of another size or chunking is
+	// ignored: the image is read whole (Summary.BytesRead shows it).
+	Base    *format.Manifest
+	Changed []chunker.Extent
+}
+
+// incrementalFrom reports whether base can serve as the base of a backup
+// with the layout im.
+func incrementalFrom(base *format.Manifest, im *format.ImageManifest) bool {
+	if base == nil || base.Image == nil {
+		return false
+	}
+	b := base.Image
+	return b.Size == im.Size && b.ChunkSize == im.ChunkSize && b.SegmentChunks == im.SegmentChunks &&
+		len(b.Segments) == len(im.Segments)
 }
 
 // BackupInfo is what a backup records besides its content.
@@ -103,16 +124,9 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 	if extents == nil {
 		extents = []chunker.Extent{{Offset: 0, Length: src.Size}}
 	}
-	scan, err := fixed.ScanExtents(src.R, src.Size, extents)
-	if err != nil {
-		return nil, err
-	}
 	im := &format.ImageManifest{Size: src.Size, ChunkSize: r.cfg.ImageChunkSize, SegmentChunks: r.cfg.SegmentChunks, SourceFormat: src.Format}
 	nseg := int((im.Chunks() + int64(im.SegmentChunks) - 1) / int64(im.SegmentChunks))
 	im.Segments = make([]format.ID, nseg)
-	blobs0, bytes0 := r.WriteStats()
-	prog := startProgress(progress, src.Size)
-	defer prog.stop()
 
 	type segState struct {
 		ids  []format.ID
@@ -122,13 +136,45 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 		segMu sync.Mutex
 		segs  = map[int]*segState{}
 		read  atomic.Int64
+		scan  *chunker.FixedScanner
+		total = src.Size
 	)
+	if incrementalFrom(src.Base, im) {
+		// Only the changed chunks are read; each segment holding one starts
+		// as a copy of the base's, the others are the base's.
+		counts := changedChunks(src.Changed, im)
+		total = 0
+		for si := range nseg {
+			n := counts[si]
+			if n == 0 {
+				im.Segments[si] = src.Base.Image.Segments[si]
+				continue
+			}
+			ids, err := r.segmentIDs(ctx, src.Base, si)
+			if err != nil {
+				return nil, fmt.Errorf("reading the base backup: %w", err)
+			}
+			segs[si] = &segState{ids: ids, left: n}
+		}
+		for _, c := range counts {
+			total += int64(c) * int64(im.ChunkSize)
+		}
+		total = min(total, src.Size)
+		if scan, err = fixed.ScanExtentsOnly(src.R, src.Size, extents, src.Changed); err != nil {
+			return nil, err
+		}
+	} else if scan, err = fixed.ScanExtents(src.R, src.Size, extents); err != nil {
+		return nil, err
+	}
+	blobs0, bytes0 := r.WriteStats()
+	prog := startProgress(progress, total)
+	defer prog.stop()
 	// finishChunk records a chunk id and saves its segment when complete.
 	finishChunk := func(ctx context.Context, idx int64, id format.ID) error {
 		si := int(idx / int64(im.SegmentChunks))
 		segMu.Lock()
 		s := segs[si]
-		if s == nil {
+		if s == nil { // a full backup meets each segment here first
 			n := im.SegmentLen(si)
 			s = &segState{ids: make([]format.ID, n), left: n}
 			segs[si] = s
@@ -211,6 +257,9 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 		ID: core.NewID(), Kind: format.KindImage, Time: info.Time, Host: info.Host,
 		Paths: []string{src.Path}, Tags: info.Tags, Parent: info.Parent, Image: im,
 	}
+	if m.Parent == "" && incrementalFrom(src.Base, im) {
+		m.Parent = src.Base.ID
+	}
 	if m.Time.IsZero() {
 		m.Time = start
 	}
@@ -229,6 +278,46 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 	return m, nil
 }
 
+// changedChunks counts, per segment, the chunks that the ranges changed
+// overlap.
+func changedChunks(changed []chunker.Extent, im *format.ImageManifest) map[int]int {
+	cs, nchunks := int64(im.ChunkSize), im.Chunks()
+	sorted := slices.Clone(changed)
+	slices.SortFunc(sorted, func(a, b chunker.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	counts := map[int]int{}
+	next := int64(0) // chunks below next are counted
+	for _, e := range sorted {
+		if e.Length <= 0 || e.Offset < 0 || e.Offset >= im.Size {
+			continue
+		}
+		end := min(e.Offset+min(e.Length, im.Size), im.Size)
+		for c := max(e.Offset/cs, next); c < nchunks && c*cs < end; c++ {
+			counts[int(c/int64(im.SegmentChunks))]++
+			next = c + 1
+		}
+	}
+	return counts
+}
+
+// segmentIDs returns the chunk ids of segment si of an image backup.
+func (r *Repository) segmentIDs(ctx context.Context, m *format.Manifest, si int) ([]format.ID, error) {
+	im := m.Image
+	n := im.SegmentLen(si)
+	sid := im.Segments[si]
+	if sid.IsZero() {
+		return make([]format.ID, n), nil
+	}
+	b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: segment %d: %w", m.ID, si, err)
+	}
+	ids, err := format.DecodeSegment(b, n)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: segment %d (%s): %w", m.ID, si, sid.Short(), err)
+	}
+	return ids, nil
+}
+
 // ImageChunks returns the chunk ids of an image backup, in image order (the
 // zero ID for an all-zero chunk).
 func (r *Repository) ImageChunks(ctx context.Context, m *format.Manifest, fn func(idx int64, id format.ID) error) error {
@@ -236,19 +325,10 @@ func (r *Repository) ImageChunks(ctx context.Context, m *format.Manifest, fn fun
 	if im == nil {
 		return core.Invalid("backup %s is a %s backup, not an image", m.ID, m.Kind)
 	}
-	for si, sid := range im.Segments {
-		n := im.SegmentLen(si)
-		var ids []format.ID
-		if sid.IsZero() {
-			ids = make([]format.ID, n)
-		} else {
-			b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)
-			if err != nil {
-				return fmt.Errorf("backup %s: segment %d: %w", m.ID, si, err)
-			}
-			if ids, err = format.DecodeSegment(b, n); err != nil {
-				return fmt.Errorf("backup %s: segment %d (%s): %w", m.ID, si, sid.Short(), err)
-			}
+	for si := range im.Segments {
+		ids, err := r.segmentIDs(ctx, m, si)
+		if err != nil {
+			return err
 		}
 		for i, id := range ids {
 			if err := fn(int64(si)*int64(im.SegmentChunks)+int64(i), id); err != nil {
