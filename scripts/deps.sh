@@ -35,6 +35,10 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
   pkg[nbdinfo]=libnbd-bin
   pkg[nbdcopy]=libnbd-bin
   pkg[qemu-system-x86_64]=qemu-system-x86
+  # test file systems inside disk images, for copying files out of backups
+  pkg[mkfs.ext4]=e2fsprogs
+  pkg[mkfs.xfs]=xfsprogs
+  pkg[sfdisk]=fdisk
 fi
 if [ "$what" = bench ]; then
   pkg[hyperfine]=hyperfine
@@ -45,7 +49,7 @@ fi
 
 missing=()
 for cmd in "${!pkg[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("${pkg[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 # unique, sorted

@@ -304,14 +304,41 @@ func TestRepoKilled(t *testing.T) {
 	keep := filepath.Join(dir, "keep.raw")
 	os.Link(img, keep)
 	first := e.backups()[0].ID
+	// A file tree too: its first backup must survive as well.
+	src := filepath.Join(dir, "src")
+	keepSrc := filepath.Join(dir, "keep-src")
+	os.MkdirAll(src, 0o755)
+	os.MkdirAll(keepSrc, 0o755)
+	writeFiles := func(seed uint64) {
+		for i := range 12 {
+			name := fmt.Sprintf("f%02d", i)
+			randomImage(t, filepath.Join(src, name+".new"), 4<<20, seed*100+uint64(i))
+			os.Rename(filepath.Join(src, name+".new"), filepath.Join(src, name))
+		}
+	}
+	writeFiles(1)
+	e.ok("backup", src)
+	var firstFiles string
+	for _, b := range e.backups() {
+		if b.Kind == "files" {
+			firstFiles = b.ID
+		}
+	}
+	for _, de := range mustReadDir(t, src) {
+		os.Link(filepath.Join(src, de.Name()), filepath.Join(keepSrc, de.Name()))
+	}
 	rng := mrand.New(mrand.NewPCG(7, 7))
-	for round := range 8 {
-		// Change the image so that backups write new data.
+	for round := range 12 {
+		// Change the image and the files so that backups write new data.
 		randomImage(t, img+".new", 48<<20, uint64(100+round))
 		os.Rename(img+".new", img)
+		writeFiles(uint64(10 + round))
 		args := []string{"backup", "--image", img}
+		if round%4 == 2 {
+			args = []string{"backup", src}
+		}
 		if round%2 == 1 {
-			if bs := e.backups(); len(bs) > 1 {
+			if bs := e.backups(); len(bs) > 2 { // never the first two
 				e.ok("forget", bs[len(bs)-1].ID)
 			}
 			args = []string{"prune", "--max-unused", "1"}
@@ -348,6 +375,22 @@ func TestRepoKilled(t *testing.T) {
 	if !sameFile(t, keep, restored) {
 		t.Fatal("the first backup no longer restores its image")
 	}
+	target := filepath.Join(dir, "first-files")
+	e.ok("restore", firstFiles, "--target", target)
+	for _, de := range mustReadDir(t, keepSrc) {
+		if !sameFile(t, filepath.Join(keepSrc, de.Name()), filepath.Join(target, "src", de.Name())) {
+			t.Fatalf("the first file backup no longer restores %s", de.Name())
+		}
+	}
+}
+
+func mustReadDir(t testing.TB, dir string) []os.DirEntry {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil || len(des) == 0 {
+		t.Fatalf("reading %s: %d entries, %v", dir, len(des), err)
+	}
+	return des
 }
 
 func TestRepoBitFlipExit7(t *testing.T) {
