@@ -28,6 +28,10 @@ const (
 	OpSnapshotToVol  = "snapshot.to-volume"
 	OpExportCreate   = "export.create"
 	OpExportDelete   = "export.delete"
+
+	OpRepositoryInit   = "repository.init"
+	OpRepositoryVerify = "repository.verify"
+	OpRepositoryPrune  = "repository.prune"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -40,7 +44,7 @@ type NodeTask struct {
 // Plan is what the node must do. Fields not used by an operation are empty.
 type Plan struct {
 	Op       string `json:"op"`
-	VolumeID string `json:"volume_id"`
+	VolumeID string `json:"volume_id,omitempty"` // absent for repository operations
 	Size     int64  `json:"size,omitempty"`
 	// Tag is the qcow2 snapshot tag to create or apply.
 	Tag string `json:"tag,omitempty"`
@@ -67,6 +71,22 @@ type Plan struct {
 	Sidecar *Sidecar `json:"sidecar,omitempty"`
 	// TargetSidecar is the sidecar of the new volume of a to-volume.
 	TargetSidecar *Sidecar `json:"target_sidecar,omitempty"`
+	// Repository is the repository a repository or backup operation uses.
+	Repository *NodeRepository `json:"repository,omitempty"`
+}
+
+// NodeRepository is what a node needs to open a repository.
+type NodeRepository struct {
+	ID       string `json:"id"`
+	URL      string `json:"url"`
+	Password string `json:"password"`
+	// Adopt opens an existing repository at URL instead of creating one
+	// (repository.init).
+	Adopt       bool    `json:"adopt,omitempty"`
+	S3AccessKey string  `json:"s3_access_key,omitempty"`
+	S3SecretKey string  `json:"s3_secret_key,omitempty"`
+	S3Region    string  `json:"s3_region,omitempty"`
+	ReadData    float64 `json:"read_data_percent,omitempty"` // repository.verify
 }
 
 // NodeExport is an export as the node runs it.
@@ -109,6 +129,8 @@ type NodeComplete struct {
 	Port      int   `json:"port,omitempty"`
 	// SnapshotSizes maps created tags to the virtual size they recorded.
 	SnapshotSizes map[string]int64 `json:"snapshot_sizes,omitempty"`
+	// Result is merged into the task's result (e.g. what a verify found).
+	Result map[string]string `json:"result,omitempty"`
 }
 
 // NodeCancelCheck answers whether the server asked to cancel a running task.

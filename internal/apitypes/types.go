@@ -261,3 +261,51 @@ type Backup struct {
 	Files      int64     `json:"files,omitempty"`
 	Duration   float64   `json:"duration_seconds"`
 }
+
+// Repository states.
+const (
+	RepositoryCreating = "creating" // being initialised on its node
+	RepositoryReady    = "ready"
+)
+
+// A repository whose creation fails is removed again; its task says why.
+
+// Repository is a backup repository the server uses: a local directory on
+// a node's host or an S3 bucket. Its password is random, made by the server,
+// and shown only to an admin who asks (`--reveal-password`), so that
+// `cairn repo` alone can always restore from it.
+type Repository struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Project     string    `json:"project"`
+	URL         string    `json:"url"`
+	Node        string    `json:"node"` // the node that reaches it (a local directory is on that node's host)
+	Default     bool      `json:"default"`
+	SameDisk    bool      `json:"same_disk"` // on the disk of the volumes: protects against mistakes, not against losing the disk
+	State       string    `json:"state"`
+	StateDetail string    `json:"state_detail,omitempty"`
+	S3Region    string    `json:"s3_region,omitempty"`
+	HasS3Keys   bool      `json:"has_s3_keys"` // credentials are stored (encrypted)
+	CreatedAt   time.Time `json:"created_at"`
+	// Password is set only for an admin who asked to see it.
+	Password string `json:"password,omitempty"`
+}
+
+type RepositoryCreate struct {
+	Name string `json:"name"`
+	URL  string `json:"url"` // absolute directory on the node's host, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]
+	Node string `json:"node,omitempty"`
+	// Default makes it the project's default repository.
+	Default bool `json:"default,omitempty"`
+	// Password adopts an existing repository at URL (its password); empty
+	// creates a new repository with a random password.
+	Password    string `json:"password,omitempty"`
+	S3AccessKey string `json:"s3_access_key,omitempty"`
+	S3SecretKey string `json:"s3_secret_key,omitempty"`
+	S3Region    string `json:"s3_region,omitempty"`
+}
+
+type RepositoryVerify struct {
+	// ReadDataPercent re-reads that share of the packs (0: structure only).
+	ReadDataPercent float64 `json:"read_data_percent,omitempty"`
+}

@@ -140,7 +140,7 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	var u *usageError
 	var ue *url.Error
 	var ne net.Error
-	repoCmd := strings.HasPrefix(cmd.CommandPath(), "cairn repo")
+	repoCmd := cmd.CommandPath() == "cairn repo" || strings.HasPrefix(cmd.CommandPath(), "cairn repo ")
 	switch {
 	case errors.As(err, &u):
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", cmd.CommandPath())

@@ -25,13 +25,11 @@ func (ra *repoApp) verifyCommand() *cobra.Command {
 	cmd.Flags().Lookup("read-data").NoOptDefVal = "100%"
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		opts := repo.VerifyOptions{}
-		if readData != "" {
-			pct, err := strconv.ParseFloat(strings.TrimSuffix(readData, "%"), 64)
-			if err != nil || pct <= 0 || pct > 100 {
-				return core.Invalid("invalid --read-data %q: give a percentage above 0 and at most 100, such as 10%%", readData)
-			}
-			opts.ReadDataPercent = pct
+		pct, err := parseReadData(readData)
+		if err != nil {
+			return err
 		}
+		opts.ReadDataPercent = pct
 		return ra.locked(ctx, false, "verify", func(r *repo.Repository) error {
 			for _, spec := range args {
 				m, err := resolveBackup(ctx, r, spec, repo.Filter{})
@@ -322,4 +320,17 @@ func (ra *repoApp) statsCommand() *cobra.Command {
 		})
 	})
 	return cmd
+}
+
+// parseReadData reads --read-data: "" is 0 (structure only), "N%" or "N" a
+// share of the packs above 0 and at most 100.
+func parseReadData(v string) (float64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	if err != nil || pct <= 0 || pct > 100 {
+		return 0, core.Invalid("invalid --read-data %q: give a percentage above 0 and at most 100, such as 10%%", v)
+	}
+	return pct, nil
 }

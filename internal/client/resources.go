@@ -258,3 +258,48 @@ func (c *Client) GetNode(ctx context.Context, node string) (apitypes.Node, error
 func (c *Client) DeleteNode(ctx context.Context, node string) error {
 	return c.del(ctx, p("/v1/nodes/", node), nil, nil)
 }
+
+// Repositories.
+
+// ListRepositories returns one page of the project's repositories.
+func (c *Client) ListRepositories(ctx context.Context, opts ListOptions) (apitypes.List[apitypes.Repository], error) {
+	return list[apitypes.Repository](ctx, c, "/v1/repositories", opts, nil)
+}
+
+// AllRepositories returns every repository of the project.
+func (c *Client) AllRepositories(ctx context.Context) ([]apitypes.Repository, error) {
+	return all(ctx, c.ListRepositories)
+}
+
+// CreateRepository creates (or adopts) a repository; the task's ResourceID
+// is the repository.
+func (c *Client) CreateRepository(ctx context.Context, in apitypes.RepositoryCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, "/v1/repositories", in, &out)
+	return out, err
+}
+
+// GetRepository returns a repository; revealPassword (admins only) adds its password.
+func (c *Client) GetRepository(ctx context.Context, repository string, revealPassword bool) (apitypes.Repository, error) {
+	var out apitypes.Repository
+	var q url.Values
+	if revealPassword {
+		q = url.Values{"reveal_password": {"true"}}
+	}
+	err := c.get(ctx, p("/v1/repositories/", repository), q, &out)
+	return out, err
+}
+
+// VerifyRepository queues a verify of a repository.
+func (c *Client) VerifyRepository(ctx context.Context, repository string, in apitypes.RepositoryVerify) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/repositories/", repository, "/verify"), in, &out)
+	return out, err
+}
+
+// PruneRepository queues a prune of a repository (or returns the one queued).
+func (c *Client) PruneRepository(ctx context.Context, repository string) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/repositories/", repository, "/prune"), nil, &out)
+	return out, err
+}

@@ -60,7 +60,7 @@ const waitStep = 2 * time.Second
 // not nil, sees the task after every answer (the final one included).
 //
 // A task that ends failed or canceled is returned together with a *core.Error
-// of KindTaskFailed whose message is "task <id> failed: <error>" (or "task <id>
+// of KindTaskFailed (KindCorrupt when it failed on damaged data) whose message is "task <id> failed: <error>" (or "task <id>
 // was canceled") and whose Code is the task's error code. An error of the API
 // or of ctx ends the wait; the task goes on regardless.
 func (c *Client) WaitTask(ctx context.Context, id string, onProgress func(apitypes.Task)) (apitypes.Task, error) {
@@ -90,11 +90,14 @@ func TaskError(t apitypes.Task) error {
 		if msg == "" {
 			msg = "no error message"
 		}
-		code := t.ErrorCode
+		code, kind := t.ErrorCode, core.KindTaskFailed
 		if code == "" {
 			code = "task_failed"
 		}
-		return &core.Error{Kind: core.KindTaskFailed, Code: code, Message: fmt.Sprintf("task %s failed: %s", t.ID, msg)}
+		if code == "corrupt" { // damage found (exit code 7, not 5)
+			kind = core.KindCorrupt
+		}
+		return &core.Error{Kind: kind, Code: code, Message: fmt.Sprintf("task %s failed: %s", t.ID, msg)}
 	case apitypes.TaskCanceled:
 		return &core.Error{Kind: core.KindTaskFailed, Code: "canceled", Message: fmt.Sprintf("task %s was canceled", t.ID)}
 	}

@@ -365,6 +365,44 @@ func (h *Handler) routes() {
 		return res(ok, v, err)
 	})
 
+	// repositories
+	h.handle("GET /v1/repositories", func(r *http.Request, c service.Caller) (result, error) {
+		pg, err := page(r)
+		if err != nil {
+			return result{}, err
+		}
+		v, err := s.ListRepositories(r.Context(), c, pg)
+		return res(ok, v, err)
+	})
+	h.handle("POST /v1/repositories", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.RepositoryCreate
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.CreateRepository(r.Context(), c, req)
+		return res(accepted, v, err)
+	})
+	h.handle("GET /v1/repositories/{repository}", func(r *http.Request, c service.Caller) (result, error) {
+		reveal, err := boolQuery(r, "reveal_password")
+		if err != nil {
+			return result{}, err
+		}
+		v, err := s.GetRepository(r.Context(), c, r.PathValue("repository"), reveal)
+		return res(ok, v, err)
+	})
+	h.handle("POST /v1/repositories/{repository}/verify", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.RepositoryVerify
+		if err := decodeOptional(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.VerifyRepository(r.Context(), c, r.PathValue("repository"), req)
+		return res(accepted, v, err)
+	})
+	h.handle("POST /v1/repositories/{repository}/prune", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.PruneRepository(r.Context(), c, r.PathValue("repository"))
+		return res(accepted, v, err)
+	})
+
 	// tasks
 	h.handle("GET /v1/tasks", func(r *http.Request, c service.Caller) (result, error) {
 		pg, err := page(r)

@@ -89,6 +89,24 @@ type Export struct {
 	TLSKey  string
 }
 
+// Repository is a backup repository. Secrets is the sealed form of its
+// password and S3 credentials (see service).
+type Repository struct {
+	ID          string
+	ProjectID   string
+	Name        string
+	URL         string
+	NodeID      string
+	Default     bool
+	SameDisk    bool
+	State       string
+	StateDetail string
+	S3Region    string
+	HasS3Keys   bool
+	Secrets     string
+	CreatedAt   time.Time
+}
+
 // Task is one unit of asynchronous work.
 type Task struct {
 	ID              string
@@ -492,6 +510,82 @@ func (t *Tx) CountSnapshots(ctx context.Context, volumeID, kind string) (int, er
 	return n, err
 }
 
+// ---- repositories ----
+
+const repositoryCols = `id, project_id, name, url, node_id, is_default, same_disk, state, state_detail, s3_region, has_s3_keys, secrets, created_at`
+
+func scanRepository(s interface{ Scan(...any) error }) (Repository, error) {
+	var r Repository
+	var def, same, keys int
+	var created string
+	err := s.Scan(&r.ID, &r.ProjectID, &r.Name, &r.URL, &r.NodeID, &def, &same, &r.State, &r.StateDetail, &r.S3Region, &keys, &r.Secrets, &created)
+	r.Default, r.SameDisk, r.HasS3Keys = def != 0, same != 0, keys != 0
+	r.CreatedAt = parseTime(created)
+	return r, err
+}
+
+func (t *Tx) InsertRepository(ctx context.Context, r Repository) error {
+	_, err := t.exec(ctx, `INSERT INTO repositories (`+repositoryCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.ProjectID, r.Name, r.URL, r.NodeID, boolInt(r.Default), boolInt(r.SameDisk), r.State, r.StateDetail,
+		r.S3Region, boolInt(r.HasS3Keys), r.Secrets, FormatTime(r.CreatedAt))
+	return err
+}
+
+// UpdateRepository stores a repository's state, default and same-disk flags.
+func (t *Tx) UpdateRepository(ctx context.Context, r Repository) error {
+	_, err := t.exec(ctx, `UPDATE repositories SET state = ?, state_detail = ?, is_default = ?, same_disk = ? WHERE id = ?`,
+		r.State, r.StateDetail, boolInt(r.Default), boolInt(r.SameDisk), r.ID)
+	return err
+}
+
+// ClearDefaultRepository unsets the default flag of every repository of a project.
+func (t *Tx) ClearDefaultRepository(ctx context.Context, projectID string) error {
+	_, err := t.exec(ctx, `UPDATE repositories SET is_default = 0 WHERE project_id = ?`, projectID)
+	return err
+}
+
+func (t *Tx) DeleteRepository(ctx context.Context, id string) error {
+	_, err := t.exec(ctx, `DELETE FROM repositories WHERE id = ?`, id)
+	return err
+}
+
+func (t *Tx) RepositoryByID(ctx context.Context, projectID, id string) (Repository, error) {
+	return scanRepository(t.queryRow(ctx, `SELECT `+repositoryCols+` FROM repositories WHERE project_id = ? AND id = ?`, projectID, id))
+}
+
+func (t *Tx) RepositoryByName(ctx context.Context, projectID, name string) (Repository, error) {
+	return scanRepository(t.queryRow(ctx, `SELECT `+repositoryCols+` FROM repositories WHERE project_id = ? AND name = ?`, projectID, name))
+}
+
+// RepositoryByURL returns the repository at url, in any project.
+func (t *Tx) RepositoryByURL(ctx context.Context, url string) (Repository, error) {
+	return scanRepository(t.queryRow(ctx, `SELECT `+repositoryCols+` FROM repositories WHERE url = ? LIMIT 1`, url))
+}
+
+// DefaultRepository returns a project's default repository.
+func (t *Tx) DefaultRepository(ctx context.Context, projectID string) (Repository, error) {
+	return scanRepository(t.queryRow(ctx, `SELECT `+repositoryCols+` FROM repositories WHERE project_id = ? AND is_default = 1`, projectID))
+}
+
+// Repositories lists a project's repositories by name, after afterName.
+func (t *Tx) Repositories(ctx context.Context, projectID, afterName string, limit int) ([]Repository, error) {
+	rows, err := t.query(ctx, `SELECT `+repositoryCols+` FROM repositories WHERE project_id = ? AND name > ? ORDER BY name LIMIT ?`,
+		projectID, afterName, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Repository
+	for rows.Next() {
+		r, err := scanRepository(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // ---- exports ----
 
 const exportCols = `id, volume_id, snapshot_id, writable, name, address, port, state, created_at, tls, tls_cert, tls_key`
@@ -631,6 +725,12 @@ type TaskFilter struct {
 	States    []string
 	BeforeSeq int64 // cursor: only tasks with a smaller seq (0 = none)
 	Limit     int
+}
+
+// QueuedTaskFor returns the oldest queued task of a kind on a resource.
+func (t *Tx) QueuedTaskFor(ctx context.Context, kind, resourceID string) (Task, error) {
+	return scanTask(t.queryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE kind = ? AND resource_id = ? AND state = 'queued' ORDER BY seq LIMIT 1`,
+		kind, resourceID))
 }
 
 // Tasks lists tasks newest first.

@@ -67,7 +67,7 @@ func (w *Worker) runTask(ctx context.Context, nt *apitypes.NodeTask) {
 		if code == "internal" {
 			code = "node_error"
 		}
-		t.res = apitypes.NodeComplete{Error: err.Error(), ErrorCode: code}
+		t.res = apitypes.NodeComplete{Error: err.Error(), ErrorCode: code, Result: t.res.Result}
 	}
 	if err != nil {
 		log.Warn("task failed", "err", err, "code", t.res.ErrorCode, "took", time.Since(start))
@@ -112,6 +112,14 @@ func (w *Worker) complete(ctx context.Context, taskID string, res apitypes.NodeC
 // the node shuts down, which cancels long work through cancel.
 func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) error {
 	p := t.plan
+	switch p.Op {
+	case apitypes.OpRepositoryInit:
+		return t.repositoryInit(ctx)
+	case apitypes.OpRepositoryVerify:
+		return t.long(ctx, nodeCtx, cancel, t.repositoryVerify)
+	case apitypes.OpRepositoryPrune:
+		return t.long(ctx, nodeCtx, cancel, t.repositoryPrune)
+	}
 	if err := checkID(p.VolumeID); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"github.com/cairn-backup/cairn/internal/client"
 	"github.com/cairn-backup/cairn/internal/httpapi"
 	"github.com/cairn-backup/cairn/internal/meta"
@@ -120,12 +122,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	secretKey, err := loadOrCreateSecretKey(filepath.Join(o.DataDir, "secret.key"))
+	if err != nil {
+		return nil, err
+	}
 	db, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "cairn.db"))
 	if err != nil {
 		return nil, err
 	}
 	svc := service.New(db, service.Config{MaxSnapshotsPerVolume: o.MaxSnapshots, ExportAddress: o.ExportAddress,
-		ExportTLS: o.ExportTLS, CA: ca})
+		ExportTLS: o.ExportTLS, CA: ca, SecretKey: secretKey})
 	s := &Server{db: db, errc: make(chan error, 4)}
 	fail := func(err error) (*Server, error) {
 		db.Close()
@@ -146,6 +152,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if !o.NoNode {
 		if nodeID, nodeSecret, err = svc.EnsureLocalNode(ctx, o.NodeName); err != nil {
 			return fail(err)
+		}
+	}
+	if nodeID != "" {
+		// The embedded default backs up into DATA/repository until the
+		// operator adds another repository (made once, at the first start).
+		if err := svc.EnsureDefaultRepository(ctx, nodeID, filepath.Join(o.DataDir, "repository")); err != nil {
+			return fail(fmt.Errorf("default repository: %w", err))
 		}
 	}
 	if o.RebuildMetadata {
@@ -301,4 +314,29 @@ func rebuild(ctx context.Context, svc *service.Service, nodeID, dir string) (int
 		scs = append(scs, sc)
 	}
 	return svc.Rebuild(ctx, nodeID, scs)
+}
+
+// loadOrCreateSecretKey reads the server's secret key (32 bytes, which seal
+// the repositories' passwords and S3 credentials in the metadata), making it
+// at the first start. Losing it makes those secrets unreadable: it belongs in
+// the data directory's backups.
+func loadOrCreateSecretKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("%s: %d bytes, want 32 (a damaged secret key: restore it from a backup of the data directory)", path, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading the secret key: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("writing the secret key: %w", err)
+	}
+	return b, nil
 }

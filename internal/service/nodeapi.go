@@ -173,6 +173,12 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 		if t.State != apitypes.TaskRunning {
 			return core.Conflict("finished", "task %q is %s, not running", t.ID, t.State)
 		}
+		for k, v := range req.Result {
+			if t.Result == nil {
+				t.Result = map[string]string{}
+			}
+			t.Result[k] = v
+		}
 		if req.Error != "" {
 			if err := s.undo(ctx, tx, t, &req); err != nil {
 				return err
@@ -223,6 +229,9 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 // its outcome: an export to start gets its server certificate now, so that
 // the plan carries it.
 func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
+	if isRepositoryOp(t.Kind) {
+		return s.repositoryOutcome(ctx, tx, t)
+	}
 	if t.Kind == apitypes.OpExportCreate {
 		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
 		if err != nil {
@@ -417,6 +426,9 @@ func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 // commit writes a succeeded task's outcome. It returns a volume whose file must
 // now be purged (the last snapshot of a deleted volume went), if any.
 func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apitypes.NodeComplete) (*meta.Volume, error) {
+	if isRepositoryOp(t.Kind) {
+		return nil, s.commitRepository(ctx, tx, t, r)
+	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
 		return nil, err
@@ -483,6 +495,9 @@ func (s *Service) writeTree(ctx context.Context, tx *meta.Tx, o *outcome, r apit
 // undo releases what a task reserved when it was submitted; r, when set, is
 // the failing node's report (a save_current snapshot it did create is kept).
 func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error {
+	if isRepositoryOp(t.Kind) {
+		return s.undoRepository(ctx, tx, t, r)
+	}
 	p := t.Params
 	v, err := tx.VolumeByID(ctx, t.VolumeID)
 	if meta.IsNoRows(err) {

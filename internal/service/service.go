@@ -39,6 +39,9 @@ type Config struct {
 	// CA issues the certificates of TLS exports; without one, creating a
 	// TLS export fails.
 	CA CertificateAuthority
+	// SecretKey (32 bytes) seals the repositories' passwords and S3
+	// credentials in the metadata; without it repositories cannot be made.
+	SecretKey []byte
 	// NodeTimeout is how long a node may go without a heartbeat before it is
 	// shown offline and its running tasks fail (default 60 s).
 	NodeTimeout time.Duration

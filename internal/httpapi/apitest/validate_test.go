@@ -123,6 +123,9 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"NodeRegister":      apitypes.NodeRegister{},
 		"NodeClaim":         apitypes.NodeClaim{},
 		"NodeProgress":      apitypes.NodeProgress{},
+		"Repository":        apitypes.Repository{},
+		"RepositoryList":    apitypes.List[apitypes.Repository]{},
+		"NodeRepository":    apitypes.NodeRepository{},
 	}
 	// Request bodies: required lists what the server insists on, which may
 	// be less than the fields the Go client always sends.
@@ -138,6 +141,8 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"ExportCreate":     apitypes.ExportCreate{},
 		"NodeCreate":       apitypes.NodeCreate{},
 		"NodeComplete":     apitypes.NodeComplete{},
+		"RepositoryCreate": apitypes.RepositoryCreate{},
+		"RepositoryVerify": apitypes.RepositoryVerify{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)
@@ -224,6 +229,8 @@ func checkType(t *testing.T, where string, typ reflect.Type, s *openapi3.Schema)
 		want = "boolean"
 	case typ.Kind() == reflect.Int || typ.Kind() == reflect.Int64:
 		want = "integer"
+	case typ.Kind() == reflect.Float64:
+		want = "number"
 	case typ.Kind() == reflect.Slice:
 		want = "array"
 		if s.Items != nil {

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/cairn-backup/cairn/internal/blob/location"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/repo"
+)
+
+// repoLockWait is how long a repository task waits for a conflicting lock
+// (a prune waits for running backups, a backup for a running prune).
+const repoLockWait = 30 * time.Minute
+
+// openRepository opens the plan's repository with its password.
+func (t *task) openRepository(ctx context.Context) (*repo.Repository, error) {
+	nr := t.plan.Repository
+	if nr == nil {
+		return nil, core.Invalid("no repository in the plan")
+	}
+	store, err := location.Open(ctx, nr.URL, location.Options{AccessKey: nr.S3AccessKey, SecretKey: nr.S3SecretKey, Region: nr.S3Region})
+	if err != nil {
+		return nil, fmt.Errorf("opening repository %s: %w", nr.URL, err)
+	}
+	r, err := repo.Open(ctx, store, []byte(nr.Password), repo.Options{LockWait: repoLockWait})
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("repository %s: %w", nr.URL, err)
+	}
+	return r, nil
+}
+
+// repositoryInit creates the repository (or checks the password of one
+// being adopted) and reports whether a local one shares the volumes' disk.
+func (t *task) repositoryInit(ctx context.Context) error {
+	nr := t.plan.Repository
+	if nr == nil {
+		return core.Invalid("no repository in the plan")
+	}
+	kind, dir, err := location.Parse(nr.URL)
+	if err != nil {
+		return err
+	}
+	if nr.Adopt {
+		r, err := t.openRepository(ctx)
+		if err != nil {
+			return err
+		}
+		r.Close()
+	} else {
+		store, err := location.Open(ctx, nr.URL, location.Options{AccessKey: nr.S3AccessKey, SecretKey: nr.S3SecretKey,
+			Region: nr.S3Region, Create: true})
+		if err != nil {
+			return fmt.Errorf("creating repository %s: %w", nr.URL, err)
+		}
+		r, err := repo.Init(ctx, store, []byte(nr.Password), repo.InitOptions{}, repo.Options{})
+		if err != nil {
+			store.Close()
+			if core.CodeOf(err) != "exists" {
+				return fmt.Errorf("creating repository %s: %w", nr.URL, err)
+			}
+			// A retried task finds the repository it made: fine if the
+			// password opens it.
+			if r, err = t.openRepository(ctx); err != nil {
+				return core.Conflict("exists", "a repository already exists at %s: adopt it with its password (--password-file)", nr.URL)
+			}
+		}
+		r.Close()
+	}
+	if kind == location.Local {
+		if same, err := sameFileSystem(dir, t.w.volumesDir()); err == nil && same {
+			t.result("same_disk", "true")
+		}
+	}
+	return nil
+}
+
+func (t *task) result(k, v string) {
+	if t.res.Result == nil {
+		t.res.Result = map[string]string{}
+	}
+	t.res.Result[k] = v
+}
+
+// sameFileSystem reports whether two paths are on one file system.
+func sameFileSystem(a, b string) (bool, error) {
+	var sa, sb syscall.Stat_t
+	if err := syscall.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(b, 0o700); err != nil {
+		return false, err
+	}
+	if err := syscall.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev, nil
+}
+
+// repositoryVerify checks the repository; damage fails the task with the
+// code "corrupt" (exit code 7 in the CLI), naming what is damaged.
+func (t *task) repositoryVerify(ctx context.Context) error {
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, false, "verify")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	res, err := r.Verify(ctx, repo.VerifyOptions{ReadDataPercent: t.plan.Repository.ReadData, Progress: func(p repo.Progress) {
+		t.progress(p.Done, p.Total)
+	}})
+	if err != nil {
+		return err
+	}
+	t.result("backups", fmt.Sprint(res.Backups))
+	t.result("packs", fmt.Sprint(res.Packs))
+	t.result("packs_read", fmt.Sprint(res.PacksRead))
+	t.result("bytes_read", fmt.Sprint(res.BytesRead))
+	t.result("problems", fmt.Sprint(len(res.Problems)))
+	if res.OK() {
+		return nil
+	}
+	msg := fmt.Sprintf("verify found %d problems", len(res.Problems))
+	for i, p := range res.Problems {
+		if i == 5 {
+			msg += fmt.Sprintf("; and %d more (run `cairn repo verify` for all)", len(res.Problems)-5)
+			break
+		}
+		msg += fmt.Sprintf("; %s", p.Object)
+		if p.Blob != "" {
+			msg += " blob " + p.Blob
+		}
+		msg += ": " + p.Message
+		if len(p.Backups) > 0 {
+			msg += fmt.Sprintf(" (needed by backups %v)", p.Backups)
+		}
+	}
+	return core.Corrupt("%s", msg)
+}
+
+// repositoryPrune removes what no backup needs, under the exclusive lock.
+func (t *task) repositoryPrune(ctx context.Context) error {
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, true, "prune")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	res, err := r.Prune(ctx, repo.PruneOptions{Progress: func(p repo.Progress) { t.progress(p.Done, p.Total) }})
+	if err != nil {
+		return err
+	}
+	t.result("packs_deleted", fmt.Sprint(res.PacksDeleted))
+	t.result("packs_repacked", fmt.Sprint(res.PacksRepacked))
+	t.result("bytes_freed", fmt.Sprint(res.BytesFreed))
+	return nil
+}
