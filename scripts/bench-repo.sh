@@ -144,8 +144,9 @@ from datetime import datetime
 d = json.loads(sys.stdin.read())
 if isinstance(d, dict):
     d = d["archives"]  # borg: {"archives": [{"name": ..., "time": ...}]}
+# cairn: created_at; restic and borg: time
 def when(b):
-    t = b["time"].replace("Z", "+00:00")
+    t = (b.get("created_at") or b["time"]).replace("Z", "+00:00")
     if "." in t:  # at most microseconds for fromisoformat
         head, frac = t.split(".", 1)
         digits = len(frac) - len(frac.lstrip("0123456789"))

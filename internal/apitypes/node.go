@@ -32,6 +32,8 @@ const (
 	OpRepositoryInit   = "repository.init"
 	OpRepositoryVerify = "repository.verify"
 	OpRepositoryPrune  = "repository.prune"
+
+	OpBackupCreate = "backup.create"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -73,6 +75,24 @@ type Plan struct {
 	TargetSidecar *Sidecar `json:"target_sidecar,omitempty"`
 	// Repository is the repository a repository or backup operation uses.
 	Repository *NodeRepository `json:"repository,omitempty"`
+	// Backup describes the backup to make (backup.create); Tag is then the
+	// system snapshot to take and read.
+	Backup *NodeBackup `json:"backup,omitempty"`
+}
+
+// NodeBackup is a volume backup as the node makes it.
+type NodeBackup struct {
+	ID   string   `json:"id"` // the manifest id to write
+	Tags []string `json:"tags"`
+	// BaseID and BaseTag name the previous backup of the volume in the
+	// repository and the system snapshot it was read from: only clusters
+	// changed since are read. Empty: a full read.
+	BaseID  string `json:"base_id,omitempty"`
+	BaseTag string `json:"base_tag,omitempty"`
+	// KeepTags are the system snapshots of the volume that are bases of
+	// backups in other repositories; any other system snapshot left in the
+	// file (by a backup killed midway) is removed after the backup.
+	KeepTags []string `json:"keep_tags,omitempty"`
 }
 
 // NodeRepository is what a node needs to open a repository.

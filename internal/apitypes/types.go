@@ -246,20 +246,41 @@ type NodeCreate struct {
 	Name string `json:"name"`
 }
 
+// Backup states (backups made through the server; `cairn repo` shows
+// committed backups only and leaves state out).
+const (
+	BackupCreating = "creating"
+	BackupReady    = "ready"
+	BackupFailed   = "failed"
+	BackupCorrupt  = "corrupt" // a verify found damage in data it needs
+)
+
 // Backup is one backup in a repository: of a volume (a disk image) or of a
-// file tree. `cairn repo` prints backups with this schema too.
+// file tree. Its id is its manifest's id in the repository, so `cairn repo`
+// finds it; `cairn repo` prints backups with this schema too.
 type Backup struct {
-	ID         string    `json:"id"`
-	Kind       string    `json:"kind"` // image or files
-	Time       time.Time `json:"time"`
-	Host       string    `json:"host"`
-	Paths      []string  `json:"paths"`
-	Tags       []string  `json:"tags"`
-	ParentID   string    `json:"parent_id,omitempty"`
-	Size       int64     `json:"size"`        // logical bytes (the image's size, or the files' total)
-	BytesAdded int64     `json:"bytes_added"` // stored bytes this backup added to the repository
-	Files      int64     `json:"files,omitempty"`
-	Duration   float64   `json:"duration_seconds"`
+	ID             string    `json:"id"`
+	Kind           string    `json:"kind"` // image or files
+	State          string    `json:"state,omitempty"`
+	VolumeID       string    `json:"volume_id,omitempty"`
+	Volume         string    `json:"volume,omitempty"`     // the volume's name
+	Repository     string    `json:"repository,omitempty"` // the repository's name
+	CreatedAt      time.Time `json:"created_at"`           // the point in time the backup holds
+	Host           string    `json:"host,omitempty"`
+	Paths          []string  `json:"paths"`
+	Tags           []string  `json:"tags"`
+	ParentBackupID string    `json:"parent_backup_id,omitempty"`
+	LogicalSize    int64     `json:"logical_size"` // the image's size, or the files' total
+	BytesRead      int64     `json:"bytes_read"`   // read from the source to make it
+	BytesAdded     int64     `json:"bytes_added"`  // stored bytes it added to the repository
+	Files          int64     `json:"files,omitempty"`
+	DurationMS     int64     `json:"duration_ms"`
+	Error          string    `json:"error,omitempty"`
+}
+
+// BackupCreate asks for a backup of a volume.
+type BackupCreate struct {
+	Repository string `json:"repository,omitempty"` // name or id; default: the project's default repository
 }
 
 // Repository states.

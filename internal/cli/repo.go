@@ -326,16 +326,16 @@ func (ra *repoApp) unlockCommand() *cobra.Command {
 
 // backupOf converts a manifest to the API's Backup.
 func backupOf(m *format.Manifest) apitypes.Backup {
-	b := apitypes.Backup{ID: m.ID, Kind: m.Kind, Time: m.Time, Host: m.Host, Paths: m.Paths, Tags: m.Tags,
-		ParentID: m.Parent, BytesAdded: m.Summary.BytesAdded, Files: m.Summary.Files,
-		Duration: m.Summary.End.Sub(m.Summary.Start).Seconds()}
+	b := apitypes.Backup{ID: m.ID, Kind: m.Kind, CreatedAt: m.Time, Host: m.Host, Paths: m.Paths, Tags: m.Tags,
+		ParentBackupID: m.Parent, BytesRead: m.Summary.BytesRead, BytesAdded: m.Summary.BytesAdded, Files: m.Summary.Files,
+		DurationMS: m.Summary.End.Sub(m.Summary.Start).Milliseconds()}
 	if b.Tags == nil {
 		b.Tags = []string{}
 	}
 	if m.Image != nil {
-		b.Size = m.Image.Size
+		b.LogicalSize = m.Image.Size
 	} else {
-		b.Size = m.Summary.Bytes
+		b.LogicalSize = m.Summary.Bytes
 	}
 	return b
 }

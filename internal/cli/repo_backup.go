@@ -112,7 +112,7 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 			}
 			return ra.print(backupOf(m), func() {
 				fmt.Fprintf(ra.stdout, "backup %s saved: %s, %s added to the repository, in %.1fs\n",
-					m.ID, core.FormatSize(backupOf(m).Size), core.FormatSize(m.Summary.BytesAdded), backupOf(m).Duration)
+					m.ID, core.FormatSize(backupOf(m).LogicalSize), core.FormatSize(m.Summary.BytesAdded), float64(backupOf(m).DurationMS)/1000)
 			})
 		})
 	})
@@ -246,7 +246,7 @@ func (ra *repoApp) backupsCommand() *cobra.Command {
 		return ra.print(out, func() {
 			rows := [][]string{}
 			for _, b := range out {
-				rows = append(rows, []string{shortID(b.ID), showTime(b.Time), b.Kind, b.Host, core.FormatSize(b.Size),
+				rows = append(rows, []string{shortID(b.ID), showTime(b.CreatedAt), b.Kind, b.Host, core.FormatSize(b.LogicalSize),
 					core.FormatSize(b.BytesAdded), strings.Join(b.Paths, " "), strings.Join(b.Tags, ",")})
 			}
 			table(ra.stdout, []string{"ID", "TIME", "KIND", "HOST", "SIZE", "ADDED", "PATHS", "TAGS"}, rows)

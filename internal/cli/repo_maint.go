@@ -239,7 +239,7 @@ func (ra *repoApp) forgetCommand() *cobra.Command {
 			}
 			fmt.Fprintf(ra.stdout, "keeping %d backups, %s %d\n", len(res.Keep), verb, len(res.Remove))
 			for _, b := range res.Remove {
-				fmt.Fprintf(ra.stdout, "  %s %s %s %s\n", verb, b.ID, showTime(b.Time), strings.Join(b.Paths, " "))
+				fmt.Fprintf(ra.stdout, "  %s %s %s %s\n", verb, b.ID, showTime(b.CreatedAt), strings.Join(b.Paths, " "))
 			}
 			if res.Prune != nil {
 				printPrune(ra, res.Prune, false)

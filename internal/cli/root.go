@@ -83,6 +83,7 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 		a.projectCommand(),
 		a.tokenCommand(),
 		a.nodeCommand(),
+		a.backupCommand(),
 		a.repositoryCommand(),
 		a.repoCommand(),
 	)

@@ -303,3 +303,39 @@ func (c *Client) PruneRepository(ctx context.Context, repository string) (apityp
 	err := c.post(ctx, p("/v1/repositories/", repository, "/prune"), nil, &out)
 	return out, err
 }
+
+// Backups.
+
+// CreateBackup backs up a volume; the task's ResourceID is the backup.
+func (c *Client) CreateBackup(ctx context.Context, volume string, in apitypes.BackupCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/backups"), in, &out)
+	return out, err
+}
+
+// ListBackups returns one page of the project's backups, newest first,
+// optionally of one volume and in one repository.
+func (c *Client) ListBackups(ctx context.Context, volume, repository string, opts ListOptions) (apitypes.List[apitypes.Backup], error) {
+	q := url.Values{}
+	if volume != "" {
+		q.Set("volume", volume)
+	}
+	if repository != "" {
+		q.Set("repository", repository)
+	}
+	return list[apitypes.Backup](ctx, c, "/v1/backups", opts, q)
+}
+
+// AllBackups returns every backup that ListBackups selects.
+func (c *Client) AllBackups(ctx context.Context, volume, repository string) ([]apitypes.Backup, error) {
+	return all(ctx, func(ctx context.Context, o ListOptions) (apitypes.List[apitypes.Backup], error) {
+		return c.ListBackups(ctx, volume, repository, o)
+	})
+}
+
+// GetBackup returns a backup by id or unique id prefix.
+func (c *Client) GetBackup(ctx context.Context, backup string) (apitypes.Backup, error) {
+	var out apitypes.Backup
+	err := c.get(ctx, p("/v1/backups/", backup), nil, &out)
+	return out, err
+}

@@ -127,7 +127,7 @@ func TestRepoCLI(t *testing.T) {
 	runTool(t, "qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -z 8M 1M", "-c", "write -P 0x11 31M 1M", qc)
 	e.ok("backup", "--image", qc, "--tag", "volume=qc")
 	bs := e.backups()
-	if len(bs) != 2 || bs[0].Kind != "image" || bs[0].Size != 24<<20 || bs[1].Size != 32<<20 {
+	if len(bs) != 2 || bs[0].Kind != "image" || bs[0].LogicalSize != 24<<20 || bs[1].LogicalSize != 32<<20 {
 		t.Fatalf("backups: %+v", bs)
 	}
 	out := filepath.Join(dir, "out.raw")

@@ -365,6 +365,37 @@ func (h *Handler) routes() {
 		return res(ok, v, err)
 	})
 
+	// backups
+	h.handle("POST /v1/volumes/{volume}/backups", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.BackupCreate
+		if err := decodeOptional(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.CreateBackup(r.Context(), c, r.PathValue("volume"), req)
+		return res(accepted, v, err)
+	})
+	h.handle("GET /v1/volumes/{volume}/backups", func(r *http.Request, c service.Caller) (result, error) {
+		pg, err := page(r)
+		if err != nil {
+			return result{}, err
+		}
+		v, err := s.ListBackups(r.Context(), c, pg, r.PathValue("volume"), r.URL.Query().Get("repository"))
+		return res(ok, v, err)
+	})
+	h.handle("GET /v1/backups", func(r *http.Request, c service.Caller) (result, error) {
+		pg, err := page(r)
+		if err != nil {
+			return result{}, err
+		}
+		q := r.URL.Query()
+		v, err := s.ListBackups(r.Context(), c, pg, q.Get("volume"), q.Get("repository"))
+		return res(ok, v, err)
+	})
+	h.handle("GET /v1/backups/{backup}", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.GetBackup(r.Context(), c, r.PathValue("backup"))
+		return res(ok, v, err)
+	})
+
 	// repositories
 	h.handle("GET /v1/repositories", func(r *http.Request, c service.Caller) (result, error) {
 		pg, err := page(r)

@@ -107,6 +107,23 @@ type Repository struct {
 	CreatedAt   time.Time
 }
 
+// Backup is a volume backup made through the server.
+type Backup struct {
+	ID           string
+	ProjectID    string
+	RepositoryID string
+	VolumeID     string
+	State        string
+	BaseTag      string // the system snapshot it was read from
+	ParentID     string
+	LogicalSize  int64
+	BytesRead    int64
+	BytesAdded   int64
+	DurationMS   int64
+	Error        string
+	CreatedAt    time.Time
+}
+
 // Task is one unit of asynchronous work.
 type Task struct {
 	ID              string
@@ -582,6 +599,100 @@ func (t *Tx) Repositories(ctx context.Context, projectID, afterName string, limi
 			return nil, err
 		}
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ---- backups ----
+
+const backupCols = `id, project_id, repository_id, volume_id, state, base_tag, parent_id, logical_size, bytes_read, bytes_added, duration_ms, error, created_at`
+
+func scanBackup(s interface{ Scan(...any) error }) (Backup, error) {
+	var b Backup
+	var created string
+	err := s.Scan(&b.ID, &b.ProjectID, &b.RepositoryID, &b.VolumeID, &b.State, &b.BaseTag, &b.ParentID, &b.LogicalSize,
+		&b.BytesRead, &b.BytesAdded, &b.DurationMS, &b.Error, &created)
+	b.CreatedAt = parseTime(created)
+	return b, err
+}
+
+func (t *Tx) InsertBackup(ctx context.Context, b Backup) error {
+	_, err := t.exec(ctx, `INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ID, b.ProjectID, b.RepositoryID, b.VolumeID, b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead,
+		b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt))
+	return err
+}
+
+// UpdateBackup stores everything of a backup but its identity.
+func (t *Tx) UpdateBackup(ctx context.Context, b Backup) error {
+	_, err := t.exec(ctx, `UPDATE backups SET state = ?, base_tag = ?, parent_id = ?, logical_size = ?, bytes_read = ?,
+		bytes_added = ?, duration_ms = ?, error = ?, created_at = ? WHERE id = ?`,
+		b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead, b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt), b.ID)
+	return err
+}
+
+func (t *Tx) BackupByID(ctx context.Context, projectID, id string) (Backup, error) {
+	return scanBackup(t.queryRow(ctx, `SELECT `+backupCols+` FROM backups WHERE project_id = ? AND id = ?`, projectID, id))
+}
+
+// BackupsByPrefix returns up to limit backups of a project whose id starts with prefix.
+func (t *Tx) BackupsByPrefix(ctx context.Context, projectID, prefix string, limit int) ([]Backup, error) {
+	return t.backups(ctx, `SELECT `+backupCols+` FROM backups WHERE project_id = ? AND id LIKE ? ORDER BY id LIMIT ?`,
+		projectID, prefix+"%", limit)
+}
+
+// BaseBackup returns the newest ready backup of a volume in a repository
+// that still has its system snapshot: the base of the next backup.
+func (t *Tx) BaseBackup(ctx context.Context, volumeID, repositoryID string) (Backup, error) {
+	return scanBackup(t.queryRow(ctx, `SELECT `+backupCols+` FROM backups WHERE volume_id = ? AND repository_id = ?
+		AND state IN ('ready', 'corrupt') AND base_tag <> '' ORDER BY created_at DESC, id DESC LIMIT 1`, volumeID, repositoryID))
+}
+
+// BackupFilter selects backups; empty fields select all.
+type BackupFilter struct {
+	ProjectID    string
+	VolumeID     string
+	RepositoryID string
+	// After is a cursor: backups older than (CreatedAt, ID) of the last one seen.
+	AfterTime string
+	AfterID   string
+	Limit     int
+}
+
+// Backups lists backups newest first.
+func (t *Tx) Backups(ctx context.Context, f BackupFilter) ([]Backup, error) {
+	q := `SELECT ` + backupCols + ` FROM backups WHERE project_id = ?`
+	args := []any{f.ProjectID}
+	if f.VolumeID != "" {
+		q += ` AND volume_id = ?`
+		args = append(args, f.VolumeID)
+	}
+	if f.RepositoryID != "" {
+		q += ` AND repository_id = ?`
+		args = append(args, f.RepositoryID)
+	}
+	if f.AfterTime != "" {
+		q += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
+		args = append(args, f.AfterTime, f.AfterTime, f.AfterID)
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	args = append(args, f.Limit)
+	return t.backups(ctx, q, args...)
+}
+
+func (t *Tx) backups(ctx context.Context, q string, args ...any) ([]Backup, error) {
+	rows, err := t.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Backup
+	for rows.Next() {
+		b, err := scanBackup(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
 	}
 	return out, rows.Err()
 }

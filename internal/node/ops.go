@@ -144,6 +144,8 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		err = t.snapshotApply(ctx)
 	case apitypes.OpSnapshotToVol:
 		err = t.long(ctx, nodeCtx, cancel, t.snapshotToVolume)
+	case apitypes.OpBackupCreate:
+		err = t.long(ctx, nodeCtx, cancel, t.backupCreate)
 	case apitypes.OpExportCreate:
 		err = t.exportCreate(ctx)
 	case apitypes.OpExportDelete:

@@ -100,6 +100,9 @@ func incrementalFrom(base *format.Manifest, im *format.ImageManifest) bool {
 
 // BackupInfo is what a backup records besides its content.
 type BackupInfo struct {
+	// ID is the new backup's id (a UUID chosen by the caller, e.g. the
+	// server's backup id); empty makes a new one.
+	ID     string
 	Host   string
 	Tags   []string
 	Parent string // a backup id, or ""
@@ -115,6 +118,9 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 	start := time.Now().UTC()
 	if src.Format != "raw" && src.Format != "qcow2" {
 		return nil, core.Invalid("unknown image format %q", src.Format)
+	}
+	if info.ID != "" && !core.IsUUID(info.ID) {
+		return nil, core.Invalid("backup id %q is not a UUID", info.ID)
 	}
 	fixed, err := chunker.NewFixed(r.cfg.ImageChunkSize)
 	if err != nil {
@@ -253,8 +259,12 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 	if len(segs) != 0 {
 		return nil, fmt.Errorf("internal error: %d image segments incomplete", len(segs))
 	}
+	id := info.ID
+	if id == "" {
+		id = core.NewID()
+	}
 	m := &format.Manifest{
-		ID: core.NewID(), Kind: format.KindImage, Time: info.Time, Host: info.Host,
+		ID: id, Kind: format.KindImage, Time: info.Time, Host: info.Host,
 		Paths: []string{src.Path}, Tags: info.Tags, Parent: info.Parent, Image: im,
 	}
 	if m.Parent == "" && incrementalFrom(src.Base, im) {

@@ -232,6 +232,9 @@ func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if isRepositoryOp(t.Kind) {
 		return s.repositoryOutcome(ctx, tx, t)
 	}
+	if t.Kind == apitypes.OpBackupCreate {
+		return s.backupOutcome(ctx, tx, t)
+	}
 	if t.Kind == apitypes.OpExportCreate {
 		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
 		if err != nil {
@@ -429,6 +432,9 @@ func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apity
 	if isRepositoryOp(t.Kind) {
 		return nil, s.commitRepository(ctx, tx, t, r)
 	}
+	if t.Kind == apitypes.OpBackupCreate {
+		return nil, s.commitBackup(ctx, tx, t, r)
+	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
 		return nil, err
@@ -497,6 +503,9 @@ func (s *Service) writeTree(ctx context.Context, tx *meta.Tx, o *outcome, r apit
 func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error {
 	if isRepositoryOp(t.Kind) {
 		return s.undoRepository(ctx, tx, t, r)
+	}
+	if t.Kind == apitypes.OpBackupCreate {
+		return s.undoBackup(ctx, tx, t, r)
 	}
 	p := t.Params
 	v, err := tx.VolumeByID(ctx, t.VolumeID)

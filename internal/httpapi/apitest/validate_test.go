@@ -126,6 +126,9 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"Repository":        apitypes.Repository{},
 		"RepositoryList":    apitypes.List[apitypes.Repository]{},
 		"NodeRepository":    apitypes.NodeRepository{},
+		"NodeBackup":        apitypes.NodeBackup{},
+		"Backup":            apitypes.Backup{},
+		"BackupList":        apitypes.List[apitypes.Backup]{},
 	}
 	// Request bodies: required lists what the server insists on, which may
 	// be less than the fields the Go client always sends.
@@ -143,6 +146,7 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"NodeComplete":     apitypes.NodeComplete{},
 		"RepositoryCreate": apitypes.RepositoryCreate{},
 		"RepositoryVerify": apitypes.RepositoryVerify{},
+		"BackupCreate":     apitypes.BackupCreate{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)

@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/core"
+)
+
+// Volume backups through the server (`cairn backup ...`).
+
+func (a *app) backupCommand() *cobra.Command {
+	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
+	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand())
+	return cmd
+}
+
+func (a *app) backupCreateCommand() *cobra.Command {
+	var repository string
+	cmd := &cobra.Command{
+		Use:   "create VOL [--repository R]",
+		Short: "Back up a volume (incremental after the first backup into that repository)",
+		Long: `Back up a volume into a repository (default: the project's default repository).
+A hidden system snapshot gives a consistent point in time, also while a VM writes
+to the volume. The first backup into a repository reads every allocated cluster;
+later ones read only the clusters changed since the previous backup's system
+snapshot, computed from the qcow2 metadata. Every backup restores alone.`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.CreateBackup(ctx, args[0], apitypes.BackupCreate{Repository: repository})
+			if err != nil {
+				return err
+			}
+			return a.act(ctx, c, t, func(t apitypes.Task) error {
+				b, err := c.GetBackup(ctx, t.ResourceID)
+				if err != nil {
+					return fmt.Errorf("task %s succeeded but reading backup %s failed: %w", t.ID, t.ResourceID, err)
+				}
+				return a.print(b, func() {
+					how := "incremental"
+					if why := t.Result["full_read"]; why != "" {
+						how = "full (" + why + ")"
+					}
+					fmt.Fprintf(a.stdout, "backup %s of %s in %s: %s, %s read, %s added, %s, in %.1fs\n", b.ID, b.Volume, b.Repository,
+						core.FormatSize(b.LogicalSize), core.FormatSize(b.BytesRead), core.FormatSize(b.BytesAdded), how, float64(b.DurationMS)/1000)
+				})
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&repository, "repository", "", "repository name or id (default: the project's default)")
+	return cmd
+}
+
+func (a *app) backupListCommand() *cobra.Command {
+	var repository string
+	cmd := &cobra.Command{
+		Use:     "list [VOL] [--repository R]",
+		Aliases: []string{"ls"},
+		Short:   "List backups, newest first",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vol := ""
+			if len(args) == 1 {
+				vol = args[0]
+			}
+			bs, err := c.AllBackups(ctx, vol, repository)
+			if err != nil {
+				return err
+			}
+			return a.print(bs, func() {
+				rows := make([][]string, 0, len(bs))
+				for _, b := range bs {
+					state := b.State
+					if b.Error != "" {
+						state += " (" + b.Error + ")"
+					}
+					rows = append(rows, []string{b.ID, b.CreatedAt.Local().Format("2006-01-02 15:04:05"), orDash(b.Volume), orDash(b.Repository),
+						state, core.FormatSize(b.LogicalSize), core.FormatSize(b.BytesRead), core.FormatSize(b.BytesAdded), orDash(shortID(b.ParentBackupID))})
+				}
+				table(a.stdout, []string{"ID", "CREATED", "VOLUME", "REPOSITORY", "STATE", "SIZE", "READ", "ADDED", "PARENT"}, rows)
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&repository, "repository", "", "only backups in this repository")
+	return cmd
+}
+
+func (a *app) backupShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show BACKUP",
+		Short: "Show a backup (id or unique id prefix)",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			b, err := c.GetBackup(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(b, func() {
+				kv := [][2]string{{"id", b.ID}, {"volume", orDash(b.Volume) + " (" + b.VolumeID + ")"}, {"repository", orDash(b.Repository)},
+					{"state", b.State}, {"created", b.CreatedAt.Local().Format("2006-01-02 15:04:05 MST")},
+					{"size", core.FormatSize(b.LogicalSize)}, {"read", core.FormatSize(b.BytesRead)}, {"added", core.FormatSize(b.BytesAdded)},
+					{"duration", fmt.Sprintf("%.1fs", float64(b.DurationMS)/1000)}, {"parent", orDash(b.ParentBackupID)}, {"tags", strings.Join(b.Tags, " ")}}
+				if b.Error != "" {
+					kv = append(kv, [2]string{"error", b.Error})
+				}
+				for _, p := range kv {
+					fmt.Fprintf(a.stdout, "%-11s %s\n", p[0]+":", p[1])
+				}
+			})
+		}),
+	}
+}

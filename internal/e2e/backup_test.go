@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/client"
+	"github.com/cairn-backup/cairn/internal/core"
+)
+
+// systemTags lists the cairn-sys- tags inside a volume's qcow2 file.
+func systemTags(t *testing.T, file string) []string {
+	t.Helper()
+	var tags []string
+	for _, f := range strings.Fields(runTool(t, "qemu-img", "snapshot", "-U", "-l", file)) {
+		if strings.HasPrefix(f, "cairn-sys-") {
+			tags = append(tags, f)
+		}
+	}
+	return tags
+}
+
+// TestVolumeBackups backs up a volume through the server into its default
+// repository, full then incremental while a client writes through a
+// writable export (the QMP path), and checks with QEMU's tools that each
+// backup restores (with `cairn repo` alone) exactly the volume at its
+// system snapshot, that the incremental read little, that one system
+// snapshot is left, and that a crash during a backup leaves the previous
+// backup and its base in place.
+func TestVolumeBackups(t *testing.T) {
+	requireQEMU(t)
+	data := t.TempDir()
+	srv := startServer(t, serverOpts{data: data})
+	c := srv.Client(t)
+	ctx := testCtx(t)
+	waitRepositoryReady(t, c, "default")
+	pw, err := c.GetRepository(ctx, "default", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := newRepoEnv(t, pw.URL)
+	rp.env[1] = "CAIRN_PASSWORD=" + pw.Password
+
+	// A volume with data: imported from a qcow2 image made with qemu-io.
+	src := filepath.Join(t.TempDir(), "src.qcow2")
+	const size = 64 << 20
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", src, fmt.Sprint(size))
+	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", "-c", "write -P 0x22 20M 3M", "-c", "write -z 30M 1M", src)
+	task := waitOK(t, c)(c.ImportVolume(ctx, apitypes.VolumeImport{Name: "db", Path: src}))
+	vol, _ := c.GetVolume(ctx, task.ResourceID)
+	file := filepath.Join(data, "volumes", vol.ID+".qcow2")
+
+	// restoredMatches restores a backup with `cairn repo` alone and compares
+	// it with what qemu-img reads from the volume's system snapshot.
+	restoredMatches := func(b apitypes.Backup) {
+		t.Helper()
+		dir := t.TempDir()
+		want := filepath.Join(dir, "want.raw")
+		runTool(t, "qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", "-l", "snapshot.name=cairn-sys-"+b.ID, file, want)
+		got := filepath.Join(dir, "got.qcow2")
+		rp.ok("restore", b.ID, "--to-file", got)
+		runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", want, got)
+	}
+
+	// A full backup.
+	var first apitypes.Backup
+	cliJSON(t, srv, &first, "backup", "create", "db")
+	if first.State != apitypes.BackupReady || first.VolumeID != vol.ID || first.Repository != "default" || first.ParentBackupID != "" ||
+		first.LogicalSize != size || first.BytesRead < 7<<20 || first.BytesRead > 8<<20 {
+		t.Fatalf("first backup: %+v", first)
+	}
+	restoredMatches(first)
+	if bs := rp.backups(); len(bs) != 1 || bs[0].ID != first.ID {
+		t.Fatalf("the repository's backups: %+v (want the server's id)", bs)
+	}
+
+	// Writes through a writable export, then an incremental backup while
+	// the export (qemu-storage-daemon) holds the volume.
+	et := waitOK(t, c)(c.CreateExport(ctx, "db", apitypes.ExportCreate{Writable: true}))
+	exp, _ := c.GetExport(ctx, "db", et.ResourceID)
+	runTool(t, "qemu-io", "-f", "raw", "-c", "write -P 0x33 1M 64k", "-c", "write -P 0x44 40M 128k", "-c", "write -z 20M 64k", exp.URI)
+	var second apitypes.Backup
+	cliJSON(t, srv, &second, "backup", "create", "db")
+	if second.ParentBackupID != first.ID || second.BytesRead == 0 || second.BytesRead > 1<<20 || second.LogicalSize != size {
+		t.Fatalf("incremental backup: %+v", second)
+	}
+	restoredMatches(second)
+	if tags := systemTags(t, file); len(tags) != 1 || tags[0] != "cairn-sys-"+second.ID {
+		t.Fatalf("system snapshots in the file: %v, want only the newest backup's", tags)
+	}
+	var snaps []apitypes.Snapshot
+	cliJSON(t, srv, &snaps, "snapshot", "list", "db")
+	if len(snaps) != 0 {
+		t.Fatalf("system snapshots shown as snapshots: %+v", snaps)
+	}
+	// Every backup restores alone: forget the first, prune, restore the second.
+	rp.ok("forget", first.ID, "--prune")
+	restoredMatches(second)
+
+	// Listing, showing by prefix, and bad requests.
+	var list []apitypes.Backup
+	cliJSON(t, srv, &list, "backup", "list", "db")
+	if len(list) != 2 || list[0].ID != second.ID || list[1].ID != first.ID {
+		t.Fatalf("backup list: %+v", list)
+	}
+	if b, err := c.GetBackup(ctx, second.ID[:8]); err != nil || b.ID != second.ID {
+		t.Fatalf("backup by prefix: %+v %v", b, err)
+	}
+	if _, err := c.CreateBackup(ctx, "nope", apitypes.BackupCreate{}); core.KindOf(err) != core.KindNotFound {
+		t.Fatalf("backup of a missing volume: %v", err)
+	}
+	if _, err := c.CreateBackup(ctx, "db", apitypes.BackupCreate{Repository: "nope"}); core.KindOf(err) != core.KindNotFound {
+		t.Fatalf("backup into a missing repository: %v", err)
+	}
+	if _, err := c.CreateProject(ctx, apitypes.ProjectCreate{Name: "beta"}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.CreateToken(ctx, apitypes.TokenCreate{Name: "beta-op", Project: "beta", Role: "operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta := client.New(srv.URL, k.Secret, client.WithHTTPClient(validatingHTTP(t)))
+	if _, err := beta.GetBackup(ctx, second.ID); core.KindOf(err) != core.KindNotFound {
+		t.Fatalf("another project reads a backup: %v", err)
+	}
+	if _, err := beta.CreateBackup(ctx, vol.ID, apitypes.BackupCreate{}); core.KindOf(err) != core.KindNotFound {
+		t.Fatalf("another project backs up the volume: %v", err)
+	}
+	waitOK(t, c)(c.DeleteExport(ctx, "db", exp.ID))
+
+	// A crash after the system snapshot, before the commit: the previous
+	// backup and its base stay; the next backup is incremental from them.
+	srv.Stop()
+	srv = crashAt(t, data, "backup.create:after-snapshot", func(c *client.Client) {
+		if _, err := c.CreateBackup(ctx, "db", apitypes.BackupCreate{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c = srv.Client(t)
+	all, err := c.AllBackups(ctx, "db", "")
+	if err != nil || len(all) != 3 || all[0].State != apitypes.BackupFailed || all[1].ID != second.ID || all[1].State != apitypes.BackupReady {
+		t.Fatalf("after the crash: %+v %v", all, err)
+	}
+	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 50M 64k", file)
+	var third apitypes.Backup
+	cliJSON(t, srv, &third, "backup", "create", "db")
+	if third.ParentBackupID != second.ID || third.BytesRead > 1<<20 {
+		t.Fatalf("backup after the crash: %+v", third)
+	}
+	restoredMatches(third)
+	if tags := systemTags(t, file); len(tags) != 1 || tags[0] != "cairn-sys-"+third.ID {
+		t.Fatalf("system snapshots after the crash and a backup: %v, want only the newest backup's", tags)
+	}
+	if bs := rp.backups(); len(bs) != 2 {
+		t.Fatalf("the repository holds %d backups, want 2 (the crashed one committed nothing)", len(bs))
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatal(err)
+	}
+}

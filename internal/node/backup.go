@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cairn-backup/cairn/internal/chunker"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/qcow2"
+	"github.com/cairn-backup/cairn/internal/qemu"
+	"github.com/cairn-backup/cairn/internal/repo"
+)
+
+// deleteTag removes a qcow2 snapshot tag of the plan's volume, through the
+// storage daemon when one holds the volume; a tag already gone is fine.
+func (t *task) deleteTag(ctx context.Context, tag string) error {
+	exists, _, err := t.hasTag(ctx, tag)
+	if err != nil || !exists {
+		return err
+	}
+	if sd := t.w.daemonFor(t.plan.VolumeID); sd != nil {
+		err = sd.SnapshotDelete(ctx, tag)
+	} else {
+		err = qemu.SnapshotDelete(ctx, t.w.volumePath(t.plan.VolumeID), tag)
+	}
+	if err != nil && !core.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// backupCreate takes the system snapshot, reads it straight from the qcow2
+// file (only the clusters changed since the base's system snapshot when
+// there is a base), commits the backup to the repository, then removes the
+// base's system snapshot. A failure removes the new system snapshot, so
+// the previous base stays in place for the next try.
+func (t *task) backupCreate(ctx context.Context) (err error) {
+	p := t.plan
+	nb := p.Backup
+	if nb == nil || p.Tag == "" {
+		return core.Invalid("no backup in the plan")
+	}
+	start := time.Now()
+	failpoint(p.Op, "before-snapshot")
+	if err := t.createSnapshot(ctx, p.Tag); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if derr := t.deleteTag(context.WithoutCancel(ctx), p.Tag); derr != nil {
+				t.w.log().Warn("removing the system snapshot of a failed backup", "volume", p.VolumeID, "tag", p.Tag, "err", derr)
+			}
+		}
+	}()
+	failpoint(p.Op, "after-snapshot")
+
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, false, "backup")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+
+	path := t.w.volumePath(p.VolumeID)
+	im, err := qcow2.Open(path)
+	if err != nil {
+		if errors.Is(err, qcow2.ErrUnsupported) {
+			return fmt.Errorf("volume %s uses a qcow2 feature cairn cannot read directly yet: %w", p.VolumeID, err)
+		}
+		return err
+	}
+	defer im.Close()
+	layer, err := im.Snapshot(p.Tag)
+	if err != nil {
+		return err
+	}
+	ext, err := layer.Extents()
+	if err != nil {
+		return err
+	}
+	src := repo.ImageSource{R: layer, Size: layer.Size(), Extents: toChunkerExtents(ext), Format: "qcow2", Path: path}
+	why := "first backup of the volume in this repository"
+	if nb.BaseID != "" {
+		why, err = t.incrementalFrom(ctx, r, im, layer, &src)
+		if err != nil {
+			return err
+		}
+	}
+	if why != "" {
+		t.result("full_read", why)
+	}
+	m, err := r.BackupImage(ctx, src, repo.BackupInfo{ID: nb.ID, Tags: nb.Tags}, func(pr repo.Progress) { t.progress(pr.Done, pr.Total) })
+	if err != nil {
+		return err
+	}
+	failpoint(p.Op, "after-commit")
+	t.result("parent_backup_id", m.Parent)
+	t.result("logical_size", fmt.Sprint(m.Image.Size))
+	t.result("bytes_read", fmt.Sprint(m.Summary.BytesRead))
+	t.result("bytes_added", fmt.Sprint(m.Summary.BytesAdded))
+	t.result("duration_ms", fmt.Sprint(time.Since(start).Milliseconds()))
+	// One base per volume and repository: the old one goes. The backup is
+	// committed; a failure here only leaves an extra system snapshot.
+	if nb.BaseTag != "" && nb.BaseTag != p.Tag {
+		if err := t.deleteTag(ctx, nb.BaseTag); err != nil {
+			t.w.log().Warn("removing the previous base snapshot", "volume", p.VolumeID, "tag", nb.BaseTag, "err", err)
+		} else {
+			t.result("deleted_base", nb.BaseTag)
+		}
+	}
+	t.removeLeftovers(ctx)
+	return t.measure(ctx, p.VolumeID)
+}
+
+// removeLeftovers removes the system snapshots of the volume that are
+// neither the new backup's nor another repository's base: left by a backup
+// killed midway.
+func (t *task) removeLeftovers(ctx context.Context) {
+	p := t.plan
+	keep := map[string]bool{p.Tag: true}
+	for _, tag := range p.Backup.KeepTags {
+		keep[tag] = true
+	}
+	_, snaps, err := qemu.ReadSnapshotTable(t.w.volumePath(p.VolumeID))
+	if err != nil {
+		return
+	}
+	var gone []string
+	for _, s := range snaps {
+		if !strings.HasPrefix(s.Tag, systemTagPrefix) || keep[s.Tag] || s.Tag == p.Backup.BaseTag {
+			continue
+		}
+		if err := t.deleteTag(ctx, s.Tag); err != nil {
+			t.w.log().Warn("removing a leftover system snapshot", "volume", p.VolumeID, "tag", s.Tag, "err", err)
+			continue
+		}
+		gone = append(gone, s.Tag)
+	}
+	if len(gone) > 0 {
+		t.result("deleted_leftovers", strings.Join(gone, " "))
+	}
+}
+
+// systemTagPrefix marks cairn's own qcow2 snapshots (the server's
+// service.SystemTagPrefix).
+const systemTagPrefix = "cairn-sys-"
+
+// incrementalFrom makes src incremental from the plan's base: the base
+// backup's manifest and the clusters changed between its system snapshot
+// and the new one. It returns why the backup must read everything instead
+// ("" when it is incremental).
+func (t *task) incrementalFrom(ctx context.Context, r *repo.Repository, im *qcow2.Image, layer *qcow2.Layer, src *repo.ImageSource) (string, error) {
+	nb := t.plan.Backup
+	base, err := r.LoadManifest(ctx, nb.BaseID)
+	if core.IsNotFound(err) {
+		return "the previous backup is no longer in the repository", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	from, err := im.Snapshot(nb.BaseTag)
+	if core.IsNotFound(err) {
+		return "the previous backup's system snapshot is gone", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	changed, err := qcow2.ChangedClusters(from, layer)
+	if err != nil {
+		return "", err
+	}
+	if base.Image == nil || base.Image.Size != layer.Size() {
+		return "the volume's size changed", nil
+	}
+	src.Base, src.Changed = base, toChunkerExtents(changed)
+	return "", nil
+}
+
+func toChunkerExtents(es []qcow2.Extent) []chunker.Extent {
+	out := make([]chunker.Extent, len(es))
+	for i, e := range es {
+		out[i] = chunker.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}

@@ -1,0 +1,294 @@
+package service
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/blob/location"
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/meta"
+)
+
+// systemTag is the qcow2 tag of the system snapshot a backup reads.
+func systemTag(backupID string) string { return SystemTagPrefix + backupID }
+
+func (s *Service) backupJSON(ctx context.Context, tx *meta.Tx, b meta.Backup) (apitypes.Backup, error) {
+	out := apitypes.Backup{ID: b.ID, Kind: "image", State: b.State, VolumeID: b.VolumeID, CreatedAt: b.CreatedAt,
+		Paths: []string{}, Tags: []string{}, ParentBackupID: b.ParentID, LogicalSize: b.LogicalSize, BytesRead: b.BytesRead,
+		BytesAdded: b.BytesAdded, DurationMS: b.DurationMS, Error: b.Error}
+	if v, err := tx.VolumeByID(ctx, b.VolumeID); err == nil {
+		out.Volume = v.Name
+		out.Tags = []string{"volume=" + v.Name, "volume_id=" + v.ID}
+	} else if !meta.IsNoRows(err) {
+		return out, err
+	}
+	if r, err := tx.RepositoryByID(ctx, b.ProjectID, b.RepositoryID); err == nil {
+		out.Repository = r.Name
+	} else if !meta.IsNoRows(err) {
+		return out, err
+	}
+	return out, nil
+}
+
+// backupRepository finds the repository a backup goes to: the one named,
+// or the project's default.
+func backupRepository(ctx context.Context, tx *meta.Tx, c Caller, ref string) (meta.Repository, error) {
+	if ref != "" {
+		return readyRepository(ctx, tx, c, ref)
+	}
+	r, err := tx.DefaultRepository(ctx, c.ProjectID)
+	if meta.IsNoRows(err) {
+		return r, core.Conflict("no_repository", "project %q has no repository: create one with `cairn repository create`", c.ProjectName)
+	}
+	if err != nil {
+		return r, err
+	}
+	if r.State != apitypes.RepositoryReady {
+		return r, core.Conflict("not_ready", "repository %q is %s", r.Name, r.State)
+	}
+	return r, nil
+}
+
+// CreateBackup queues a backup of a volume into a repository: a system
+// snapshot is taken and read (only what changed since the volume's
+// previous backup in that repository, when its system snapshot is still
+// there), and the previous system snapshot goes.
+func (s *Service) CreateBackup(ctx context.Context, c Caller, volRef string, req apitypes.BackupCreate) (apitypes.Task, error) {
+	if err := c.requireWrite(); err != nil {
+		return apitypes.Task{}, err
+	}
+	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
+		v, err := volumeByRef(ctx, tx, c, volRef)
+		if err != nil {
+			return nil, err
+		}
+		if err := liveVolume(v); err != nil {
+			return nil, err
+		}
+		r, err := backupRepository(ctx, tx, c, req.Repository)
+		if err != nil {
+			return nil, err
+		}
+		if kind, _, _ := location.Parse(r.URL); kind == location.Local && r.NodeID != v.NodeID {
+			return nil, core.Conflict("unreachable", "repository %q is a directory on another node than volume %q: use an S3 repository, or one on the volume's node", r.Name, v.Name)
+		}
+		id := core.NewID()
+		now := s.now()
+		sn := meta.Snapshot{ID: core.NewID(), VolumeID: v.ID, Name: systemTag(id), Tag: systemTag(id), Kind: SnapshotSystem,
+			State: apitypes.SnapshotCreating, Size: v.Size, CreatedAt: now}
+		if err := tx.InsertSnapshot(ctx, sn); err != nil {
+			return nil, err
+		}
+		if err := tx.InsertBackup(ctx, meta.Backup{ID: id, ProjectID: c.ProjectID, RepositoryID: r.ID, VolumeID: v.ID,
+			State: apitypes.BackupCreating, CreatedAt: now}); err != nil {
+			return nil, err
+		}
+		t := s.newTask(c, apitypes.OpBackupCreate, v, "backup", id, map[string]string{"backup_id": id, "snapshot_id": sn.ID, "repository_id": r.ID})
+		t.Cancelable = true
+		return t, nil
+	})
+}
+
+// backupOutcome makes the plan of a backup: the system snapshot to take,
+// the repository, and the base (the previous backup of the volume in the
+// repository, whose system snapshot still exists).
+func (s *Service) backupOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
+	v, err := tx.VolumeByID(ctx, t.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	if err := liveVolume(v); err != nil {
+		return nil, err
+	}
+	b, err := tx.BackupByID(ctx, t.ProjectID, t.Params["backup_id"])
+	if err != nil {
+		return nil, err
+	}
+	r, err := tx.RepositoryByID(ctx, t.ProjectID, b.RepositoryID)
+	if meta.IsNoRows(err) {
+		return nil, core.NotFound("the repository of backup %s no longer exists", b.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sec, err := s.openSecrets(r)
+	if err != nil {
+		return nil, err
+	}
+	nb := &apitypes.NodeBackup{ID: b.ID, Tags: []string{"volume=" + v.Name, "volume_id=" + v.ID}}
+	ss, err := tx.AllSnapshots(ctx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, sn := range ss {
+		if sn.Kind == SnapshotSystem && sn.State == apitypes.SnapshotReady {
+			nb.KeepTags = append(nb.KeepTags, sn.Tag)
+		}
+	}
+	if base, err := tx.BaseBackup(ctx, v.ID, r.ID); err == nil {
+		if sn, err := tx.SnapshotByName(ctx, v.ID, base.BaseTag); err == nil && sn.Kind == SnapshotSystem && sn.State == apitypes.SnapshotReady {
+			nb.BaseID, nb.BaseTag = base.ID, base.BaseTag
+		}
+	} else if !meta.IsNoRows(err) {
+		return nil, err
+	}
+	return &outcome{vol: v, plan: apitypes.Plan{Op: t.Kind, VolumeID: v.ID, Tag: systemTag(b.ID), Backup: nb,
+		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
+			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}, nil
+}
+
+// commitBackup records a finished backup: its figures, its system snapshot
+// as the volume's new base in the repository, and the old base gone.
+func (s *Service) commitBackup(ctx context.Context, tx *meta.Tx, t *meta.Task, res apitypes.NodeComplete) error {
+	b, err := tx.BackupByID(ctx, t.ProjectID, t.Params["backup_id"])
+	if err != nil {
+		return err
+	}
+	old, err := tx.BaseBackup(ctx, b.VolumeID, b.RepositoryID)
+	if err != nil && !meta.IsNoRows(err) {
+		return err
+	}
+	num := func(k string) int64 {
+		n, _ := strconv.ParseInt(res.Result[k], 10, 64)
+		return n
+	}
+	b.State, b.BaseTag, b.ParentID = apitypes.BackupReady, systemTag(b.ID), res.Result["parent_backup_id"]
+	b.LogicalSize, b.BytesRead, b.BytesAdded, b.DurationMS = num("logical_size"), num("bytes_read"), num("bytes_added"), num("duration_ms")
+	if err := tx.UpdateBackup(ctx, b); err != nil {
+		return err
+	}
+	if sn, err := tx.SnapshotByID(ctx, b.VolumeID, t.Params["snapshot_id"]); err == nil {
+		sn.State = apitypes.SnapshotReady
+		if err := tx.UpdateSnapshot(ctx, sn); err != nil {
+			return err
+		}
+	}
+	// System snapshots the node found left over (by a backup killed
+	// midway) and removed.
+	for _, tag := range strings.Fields(res.Result["deleted_leftovers"]) {
+		if sn, err := tx.SnapshotByName(ctx, b.VolumeID, tag); err == nil && sn.Kind == SnapshotSystem {
+			if err := tx.DeleteSnapshot(ctx, sn.ID); err != nil {
+				return err
+			}
+		}
+	}
+	if old.ID != "" && old.ID != b.ID && res.Result["deleted_base"] == old.BaseTag {
+		// The node removed the old base: one base per volume and repository.
+		if sn, err := tx.SnapshotByName(ctx, b.VolumeID, old.BaseTag); err == nil {
+			if err := tx.DeleteSnapshot(ctx, sn.ID); err != nil {
+				return err
+			}
+		}
+		old.BaseTag = ""
+		return tx.UpdateBackup(ctx, old)
+	}
+	return nil
+}
+
+// undoBackup records a failed backup; its system snapshot row goes (the
+// node removes the tag itself), so the previous base stays the base.
+func (s *Service) undoBackup(ctx context.Context, tx *meta.Tx, t meta.Task, res *apitypes.NodeComplete) error {
+	if sn, err := tx.SnapshotByID(ctx, t.VolumeID, t.Params["snapshot_id"]); err == nil && sn.State == apitypes.SnapshotCreating {
+		if err := tx.DeleteSnapshot(ctx, sn.ID); err != nil {
+			return err
+		}
+	}
+	b, err := tx.BackupByID(ctx, t.ProjectID, t.Params["backup_id"])
+	if meta.IsNoRows(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b.State, b.Error = apitypes.BackupFailed, "the backup did not finish"
+	if res != nil && res.Error != "" {
+		b.Error = res.Error
+	}
+	return tx.UpdateBackup(ctx, b)
+}
+
+// backupByRef finds a backup of the caller's project by id or unique id prefix.
+func backupByRef(ctx context.Context, tx *meta.Tx, c Caller, ref string) (meta.Backup, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if b, err := tx.BackupByID(ctx, c.ProjectID, ref); err == nil || !meta.IsNoRows(err) {
+		return b, err
+	}
+	if len(ref) >= 4 && strings.Trim(ref, "0123456789abcdef-") == "" {
+		bs, err := tx.BackupsByPrefix(ctx, c.ProjectID, ref, 2)
+		if err != nil {
+			return meta.Backup{}, err
+		}
+		switch len(bs) {
+		case 1:
+			return bs[0], nil
+		case 2:
+			return meta.Backup{}, core.Invalid("backup id prefix %q is ambiguous", ref)
+		}
+	}
+	return meta.Backup{}, core.NotFound("backup %q not found in project %q", ref, c.ProjectName)
+}
+
+// GetBackup returns one backup by id or unique id prefix.
+func (s *Service) GetBackup(ctx context.Context, c Caller, ref string) (apitypes.Backup, error) {
+	if err := c.requireUser(); err != nil {
+		return apitypes.Backup{}, err
+	}
+	var out apitypes.Backup
+	err := s.db.View(ctx, func(tx *meta.Tx) error {
+		b, err := backupByRef(ctx, tx, c, ref)
+		if err != nil {
+			return err
+		}
+		out, err = s.backupJSON(ctx, tx, b)
+		return err
+	})
+	return out, err
+}
+
+// ListBackups lists the project's backups newest first, optionally of one
+// volume and in one repository.
+func (s *Service) ListBackups(ctx context.Context, c Caller, pg Page, volRef, repoRef string) (apitypes.List[apitypes.Backup], error) {
+	if err := c.requireUser(); err != nil {
+		return apitypes.List[apitypes.Backup]{}, err
+	}
+	var out apitypes.List[apitypes.Backup]
+	err := s.db.View(ctx, func(tx *meta.Tx) error {
+		f := meta.BackupFilter{ProjectID: c.ProjectID, Limit: pg.Limit + 1}
+		if volRef != "" {
+			v, err := volumeByRef(ctx, tx, c, volRef)
+			if err != nil {
+				return err
+			}
+			f.VolumeID = v.ID
+		}
+		if repoRef != "" {
+			r, err := repositoryByRef(ctx, tx, c, repoRef)
+			if err != nil {
+				return err
+			}
+			f.RepositoryID = r.ID
+		}
+		if pg.Cursor != "" {
+			var ok bool
+			if f.AfterTime, f.AfterID, ok = strings.Cut(pg.Cursor, "\x00"); !ok {
+				return core.Invalid("invalid cursor: pass next_cursor from the previous page unchanged")
+			}
+		}
+		bs, err := tx.Backups(ctx, f)
+		if err != nil {
+			return err
+		}
+		var convErr error
+		out = pageOf(bs, pg.Limit, func(b meta.Backup) apitypes.Backup {
+			j, err := s.backupJSON(ctx, tx, b)
+			if err != nil {
+				convErr = err
+			}
+			return j
+		}, func(b meta.Backup) string { return meta.FormatTime(b.CreatedAt) + "\x00" + b.ID })
+		return convErr
+	})
+	return out, err
+}
