@@ -33,7 +33,8 @@ const (
 	OpRepositoryVerify = "repository.verify"
 	OpRepositoryPrune  = "repository.prune"
 
-	OpBackupCreate = "backup.create"
+	OpBackupCreate  = "backup.create"
+	OpBackupRestore = "backup.restore"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -76,8 +77,11 @@ type Plan struct {
 	// Repository is the repository a repository or backup operation uses.
 	Repository *NodeRepository `json:"repository,omitempty"`
 	// Backup describes the backup to make (backup.create); Tag is then the
-	// system snapshot to take and read.
+	// system snapshot to take and read. On backup.restore it names the
+	// backup to restore, into the volume VolumeID or the file ToFile.
 	Backup *NodeBackup `json:"backup,omitempty"`
+	// ToFile is the host path a backup.restore writes (.qcow2 or raw).
+	ToFile string `json:"to_file,omitempty"`
 }
 
 // NodeBackup is a volume backup as the node makes it.

@@ -283,6 +283,16 @@ type BackupCreate struct {
 	Repository string `json:"repository,omitempty"` // name or id; default: the project's default repository
 }
 
+// BackupRestore restores a backup: into a new volume, or into a file on a
+// node's host (.qcow2, or raw and sparse for any other name). Exactly one
+// of ToVolume and ToFile.
+type BackupRestore struct {
+	ToVolume string `json:"to_volume,omitempty"` // the new volume's name
+	ToFile   string `json:"to_file,omitempty"`   // an absolute path on the node's host
+	Node     string `json:"node,omitempty"`      // where; default: a node that reaches the repository
+	Kind     string `json:"kind,omitempty"`      // of the new volume: root or data (default data)
+}
+
 // Repository states.
 const (
 	RepositoryCreating = "creating" // being initialised on its node

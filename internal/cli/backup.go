@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 
 func (a *app) backupCommand() *cobra.Command {
 	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
-	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand())
+	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand())
 	return cmd
 }
 
@@ -125,4 +126,50 @@ func (a *app) backupShowCommand() *cobra.Command {
 			})
 		}),
 	}
+}
+
+func (a *app) backupRestoreCommand() *cobra.Command {
+	var req apitypes.BackupRestore
+	cmd := &cobra.Command{
+		Use:   "restore BACKUP (--to-volume NAME [--node N] | --to-file PATH.qcow2|PATH.raw)",
+		Short: "Restore a backup into a new volume, or into a file on the node's host",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			if (req.ToVolume == "") == (req.ToFile == "") {
+				return core.Invalid("give either --to-volume NAME or --to-file PATH")
+			}
+			if req.ToFile != "" {
+				abs, err := filepath.Abs(req.ToFile)
+				if err != nil {
+					return core.Invalid("invalid --to-file %q: %v", req.ToFile, err)
+				}
+				req.ToFile = abs
+			}
+			if err := checkKind(req.Kind); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.RestoreBackup(ctx, args[0], req)
+			if err != nil {
+				return err
+			}
+			if req.ToVolume != "" {
+				return a.act(ctx, c, t, a.printVolumeOf(ctx, c, "restored"))
+			}
+			return a.act(ctx, c, t, func(t apitypes.Task) error {
+				return a.print(t, func() {
+					fmt.Fprintf(a.stdout, "restored backup %s to %s on node %s\n", args[0], t.Result["file"], t.Node)
+				})
+			})
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.ToVolume, "to-volume", "", "make a new volume of this name")
+	f.StringVar(&req.ToFile, "to-file", "", "write this file on the node's host: .qcow2, or raw (sparse) for any other name")
+	f.StringVar(&req.Node, "node", "", "the node to restore on (default: one that reaches the repository)")
+	f.StringVar(&req.Kind, "kind", "", "kind of the new volume: root or data (default data)")
+	return cmd
 }

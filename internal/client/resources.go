@@ -339,3 +339,11 @@ func (c *Client) GetBackup(ctx context.Context, backup string) (apitypes.Backup,
 	err := c.get(ctx, p("/v1/backups/", backup), nil, &out)
 	return out, err
 }
+
+// RestoreBackup restores a backup into a new volume or a file on a node's
+// host; for a volume the task's ResourceID is the new volume.
+func (c *Client) RestoreBackup(ctx context.Context, backup string, in apitypes.BackupRestore) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/backups/", backup, "/restore"), in, &out)
+	return out, err
+}

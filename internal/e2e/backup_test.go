@@ -101,6 +101,47 @@ func TestVolumeBackups(t *testing.T) {
 	rp.ok("forget", first.ID, "--prune")
 	restoredMatches(second)
 
+	// Restores through the server: into a new volume, into raw and qcow2
+	// files; each equals the volume at the backup's system snapshot.
+	want := filepath.Join(t.TempDir(), "want.raw")
+	runTool(t, "qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", "-l", "snapshot.name=cairn-sys-"+second.ID, file, want)
+	var nv apitypes.Volume
+	cliJSON(t, srv, &nv, "backup", "restore", second.ID[:8], "--to-volume", "db-copy")
+	if nv.Name != "db-copy" || nv.State != apitypes.VolumeReady || nv.Size != size {
+		t.Fatalf("restored volume: %+v", nv)
+	}
+	nfile := filepath.Join(data, "volumes", nv.ID+".qcow2")
+	runTool(t, "qemu-img", "check", "-q", nfile)
+	runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", want, nfile)
+	outDir := t.TempDir()
+	for _, name := range []string{"db.raw", "db.qcow2"} {
+		out := filepath.Join(outDir, name)
+		cliOK(t, srv, "backup", "restore", second.ID, "--to-file", out)
+		runTool(t, "qemu-img", "compare", "-q", "-f", "raw", want, out)
+		if entries, _ := os.ReadDir(outDir); len(entries) > 2 {
+			t.Fatalf("restore left temporary files: %v", entries)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(outDir, "db.raw")); err != nil || st.Size() != size {
+		t.Fatalf("raw restore: %v %v", st, err)
+	}
+	_, errs, code := cli(t, srv, "backup", "restore", second.ID, "--to-file", filepath.Join(outDir, "db.raw"))
+	if code != 5 || !strings.Contains(errs, "exists") {
+		t.Fatalf("restore over an existing file: exit %d %s", code, errs)
+	}
+	_, errs, code = cli(t, srv, "backup", "restore", second.ID, "--to-volume", "db")
+	if code != 4 || !strings.Contains(errs, "name_taken") {
+		t.Fatalf("restore onto a taken name: exit %d %s", code, errs)
+	}
+	_, errs, code = cli(t, srv, "backup", "restore", second.ID)
+	if code != 2 {
+		t.Fatalf("restore without a target: exit %d %s", code, errs)
+	}
+	_, errs, code = cli(t, srv, "backup", "restore", "ffffffff", "--to-volume", "x")
+	if code != 3 {
+		t.Fatalf("restore of an unknown backup: exit %d %s", code, errs)
+	}
+
 	// Listing, showing by prefix, and bad requests.
 	var list []apitypes.Backup
 	cliJSON(t, srv, &list, "backup", "list", "db")

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/qcow2"
@@ -192,4 +195,92 @@ func toChunkerExtents(es []qcow2.Extent) []chunker.Extent {
 		out[i] = chunker.Extent{Offset: e.Offset, Length: e.Length}
 	}
 	return out
+}
+
+// backupRestore writes a backup into the plan's new volume (a qcow2 file
+// with 64 KiB clusters) or into the file ToFile on this host (qcow2 for a
+// .qcow2 name, else raw and sparse). The data goes to a sparse raw file in
+// the same directory first; the result is renamed into place only when it
+// is complete, so nothing half-written ever has the final name.
+func (t *task) backupRestore(ctx context.Context) error {
+	p := t.plan
+	if p.Backup == nil || (p.VolumeID == "") == (p.ToFile == "") {
+		return core.Invalid("no backup or no target in the plan")
+	}
+	out, asQcow2 := p.ToFile, strings.HasSuffix(p.ToFile, ".qcow2")
+	if p.VolumeID != "" {
+		if err := checkID(p.VolumeID); err != nil {
+			return err
+		}
+		out, asQcow2 = t.w.volumePath(p.VolumeID), true
+		if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err // a partial restore of an earlier attempt
+		}
+	} else if _, err := os.Lstat(out); err == nil {
+		return core.Conflict("exists", "%s exists: choose another file, or remove it", out)
+	}
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, false, "restore")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	m, err := r.LoadManifest(ctx, p.Backup.ID)
+	if err != nil {
+		return err
+	}
+	if m.Image == nil {
+		return core.Invalid("backup %s is a file backup, not a disk image", m.ID)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".cairn-restore-*")
+	if err != nil {
+		return fmt.Errorf("restoring to %s: %w", out, err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName)
+	defer tmp.Close()
+	if err := tmp.Truncate(m.Image.Size); err != nil {
+		return fmt.Errorf("restoring to %s: %w", out, err)
+	}
+	wb := atomicfile.NewWriteBehind(tmp, 0)
+	err = r.RestoreImage(ctx, m, wb, func(pr repo.Progress) { t.progress(pr.Done, pr.Total) })
+	if err == nil {
+		err = wb.Sync()
+	}
+	wb.Stop()
+	if err != nil {
+		return diskFull(err, out)
+	}
+	failpoint(p.Op, "after-data")
+	final := tmpName
+	if asQcow2 {
+		final = tmpName + ".qcow2"
+		defer os.Remove(final)
+		if err := qemu.Convert(ctx, qemu.ConvertRequest{Source: tmpName, SourceFormat: "raw", Dest: final, DestFormat: "qcow2"}, nil); err != nil {
+			return diskFull(fmt.Errorf("converting to qcow2: %w", err), out)
+		}
+	}
+	if err := os.Rename(final, out); err != nil {
+		return fmt.Errorf("moving the restored image into place: %w", err)
+	}
+	t.result("file", out)
+	if p.VolumeID != "" {
+		return t.measure(ctx, p.VolumeID)
+	}
+	return nil
+}
+
+// diskFull says plainly that the disk filled up.
+func diskFull(err error, path string) error {
+	if err != nil && strings.Contains(err.Error(), "no space left on device") {
+		return fmt.Errorf("restoring to %s: the disk is full (nothing was left in place): %w", path, err)
+	}
+	return err
 }

@@ -119,6 +119,10 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		return t.long(ctx, nodeCtx, cancel, t.repositoryVerify)
 	case apitypes.OpRepositoryPrune:
 		return t.long(ctx, nodeCtx, cancel, t.repositoryPrune)
+	case apitypes.OpBackupRestore:
+		if p.VolumeID == "" { // into a file: no volume to lock
+			return t.long(ctx, nodeCtx, cancel, t.backupRestore)
+		}
 	}
 	if err := checkID(p.VolumeID); err != nil {
 		return err
@@ -146,6 +150,8 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		err = t.long(ctx, nodeCtx, cancel, t.snapshotToVolume)
 	case apitypes.OpBackupCreate:
 		err = t.long(ctx, nodeCtx, cancel, t.backupCreate)
+	case apitypes.OpBackupRestore:
+		err = t.long(ctx, nodeCtx, cancel, t.backupRestore)
 	case apitypes.OpExportCreate:
 		err = t.exportCreate(ctx)
 	case apitypes.OpExportDelete:

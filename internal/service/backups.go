@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -291,4 +292,124 @@ func (s *Service) ListBackups(ctx context.Context, c Caller, pg Page, volRef, re
 		return convErr
 	})
 	return out, err
+}
+
+// RestoreBackup queues the restore of a backup into a new volume or a file
+// on a node's host.
+func (s *Service) RestoreBackup(ctx context.Context, c Caller, ref string, req apitypes.BackupRestore) (apitypes.Task, error) {
+	if err := c.requireWrite(); err != nil {
+		return apitypes.Task{}, err
+	}
+	if (req.ToVolume == "") == (req.ToFile == "") {
+		return apitypes.Task{}, core.Invalid("give either to_volume (a new volume's name) or to_file (an absolute path on the node's host)")
+	}
+	if req.ToFile != "" && !filepath.IsAbs(req.ToFile) {
+		return apitypes.Task{}, core.Invalid("to_file %q: give an absolute path on the node's host", req.ToFile)
+	}
+	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
+		b, err := backupByRef(ctx, tx, c, ref)
+		if err != nil {
+			return nil, err
+		}
+		if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
+			return nil, core.Conflict("not_ready", "backup %s is %s: only a finished backup can be restored", b.ID, b.State)
+		}
+		r, err := tx.RepositoryByID(ctx, c.ProjectID, b.RepositoryID)
+		if meta.IsNoRows(err) {
+			return nil, core.NotFound("the repository of backup %s no longer exists", b.ID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		nodeRef := req.Node
+		if kind, _, _ := location.Parse(r.URL); kind == location.Local {
+			if nodeRef != "" {
+				if n, err := nodeByRef(ctx, tx, nodeRef); err != nil || n.ID != r.NodeID {
+					return nil, core.Conflict("unreachable", "repository %q is a directory on another node: restore on its node", r.Name)
+				}
+			}
+			nodeRef = r.NodeID
+		}
+		params := map[string]string{"backup_id": b.ID, "repository_id": r.ID}
+		if req.ToFile != "" {
+			n, err := s.pickNode(ctx, tx, nodeRef)
+			if err != nil {
+				return nil, err
+			}
+			params["to_file"] = filepath.Clean(req.ToFile)
+			t := &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupRestore, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
+				NodeID: n.ID, ResourceType: "backup", ResourceID: b.ID, Params: params, CreatedAt: s.now(), Cancelable: true}
+			return t, nil
+		}
+		nv, err := s.newVolume(ctx, tx, c, req.ToVolume, req.Kind, nodeRef, max(b.LogicalSize, 512), apitypes.VolumeCreating)
+		if err != nil {
+			return nil, err
+		}
+		t := s.newTask(c, apitypes.OpBackupRestore, nv, "volume", nv.ID, params)
+		t.Cancelable = true
+		return t, nil
+	})
+}
+
+// restoreOutcome makes the plan of a restore.
+func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
+	r, err := tx.RepositoryByID(ctx, t.ProjectID, t.Params["repository_id"])
+	if meta.IsNoRows(err) {
+		return nil, core.NotFound("the repository of backup %s no longer exists", t.Params["backup_id"])
+	}
+	if err != nil {
+		return nil, err
+	}
+	sec, err := s.openSecrets(r)
+	if err != nil {
+		return nil, err
+	}
+	o := &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, ToFile: t.Params["to_file"],
+		Backup: &apitypes.NodeBackup{ID: t.Params["backup_id"], Tags: []string{}},
+		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
+			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}
+	if t.VolumeID != "" {
+		v, err := tx.VolumeByID(ctx, t.VolumeID)
+		if err != nil {
+			return nil, err
+		}
+		v.State = apitypes.VolumeReady
+		o.vol = v
+		sc := s.sidecar(tx, ctx, v, NewTree(nil, nil))
+		o.plan.Sidecar = &sc
+	}
+	return o, nil
+}
+
+// commitRestore makes a restored volume ready with the size and
+// allocation the node measured.
+func (s *Service) commitRestore(ctx context.Context, tx *meta.Tx, t *meta.Task, res apitypes.NodeComplete) error {
+	if t.VolumeID == "" {
+		return nil
+	}
+	v, err := tx.VolumeByID(ctx, t.VolumeID)
+	if err != nil {
+		return err
+	}
+	v.State, v.UpdatedAt = apitypes.VolumeReady, s.now()
+	if res.Size > 0 {
+		v.Size = res.Size
+	}
+	v.Allocated = res.Allocated
+	return tx.UpdateVolume(ctx, v)
+}
+
+// undoRestore removes the volume a failed restore was making.
+func (s *Service) undoRestore(ctx context.Context, tx *meta.Tx, t meta.Task) error {
+	if t.VolumeID == "" {
+		return nil
+	}
+	v, err := tx.VolumeByID(ctx, t.VolumeID)
+	if meta.IsNoRows(err) || (err == nil && v.State != apitypes.VolumeCreating) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return tx.DeleteVolume(ctx, v.ID)
 }

@@ -235,6 +235,9 @@ func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if t.Kind == apitypes.OpBackupCreate {
 		return s.backupOutcome(ctx, tx, t)
 	}
+	if t.Kind == apitypes.OpBackupRestore {
+		return s.restoreOutcome(ctx, tx, t)
+	}
 	if t.Kind == apitypes.OpExportCreate {
 		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
 		if err != nil {
@@ -435,6 +438,9 @@ func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apity
 	if t.Kind == apitypes.OpBackupCreate {
 		return nil, s.commitBackup(ctx, tx, t, r)
 	}
+	if t.Kind == apitypes.OpBackupRestore {
+		return nil, s.commitRestore(ctx, tx, t, r)
+	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
 		return nil, err
@@ -506,6 +512,9 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 	}
 	if t.Kind == apitypes.OpBackupCreate {
 		return s.undoBackup(ctx, tx, t, r)
+	}
+	if t.Kind == apitypes.OpBackupRestore {
+		return s.undoRestore(ctx, tx, t)
 	}
 	p := t.Params
 	v, err := tx.VolumeByID(ctx, t.VolumeID)

@@ -147,6 +147,7 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"RepositoryCreate": apitypes.RepositoryCreate{},
 		"RepositoryVerify": apitypes.RepositoryVerify{},
 		"BackupCreate":     apitypes.BackupCreate{},
+		"BackupRestore":    apitypes.BackupRestore{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)
