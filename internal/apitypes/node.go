@@ -35,6 +35,7 @@ const (
 
 	OpBackupCreate  = "backup.create"
 	OpBackupRestore = "backup.restore"
+	OpBackupForget  = "backup.forget"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -82,6 +83,10 @@ type Plan struct {
 	Backup *NodeBackup `json:"backup,omitempty"`
 	// ToFile is the host path a backup.restore writes (.qcow2 or raw).
 	ToFile string `json:"to_file,omitempty"`
+	// Forget lists the backups a backup.forget removes from the
+	// repository; DryRun only measures what that would free.
+	Forget []string `json:"forget,omitempty"`
+	DryRun bool     `json:"dry_run,omitempty"`
 }
 
 // NodeBackup is a volume backup as the node makes it.

@@ -293,6 +293,21 @@ type BackupRestore struct {
 	Kind     string `json:"kind,omitempty"`      // of the new volume: root or data (default data)
 }
 
+// BackupForget removes a volume's backups that a retention policy does not
+// keep (restic's rules; counts and periods per repository). At least one
+// rule is needed; manual backups never go by themselves.
+type BackupForget struct {
+	Repository  string `json:"repository,omitempty"` // only this repository; default: all
+	KeepLast    int    `json:"keep_last,omitempty"`
+	KeepHourly  int    `json:"keep_hourly,omitempty"`
+	KeepDaily   int    `json:"keep_daily,omitempty"`
+	KeepWeekly  int    `json:"keep_weekly,omitempty"`
+	KeepMonthly int    `json:"keep_monthly,omitempty"`
+	KeepYearly  int    `json:"keep_yearly,omitempty"`
+	KeepWithin  string `json:"keep_within,omitempty"` // e.g. 14d, 2w, 36h
+	DryRun      bool   `json:"dry_run,omitempty"`
+}
+
 // Repository states.
 const (
 	RepositoryCreating = "creating" // being initialised on its node

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,8 @@ import (
 
 func (a *app) backupCommand() *cobra.Command {
 	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
-	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand())
+	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand(),
+		a.backupForgetCommand())
 	return cmd
 }
 
@@ -171,5 +173,61 @@ func (a *app) backupRestoreCommand() *cobra.Command {
 	f.StringVar(&req.ToFile, "to-file", "", "write this file on the node's host: .qcow2, or raw (sparse) for any other name")
 	f.StringVar(&req.Node, "node", "", "the node to restore on (default: one that reaches the repository)")
 	f.StringVar(&req.Kind, "kind", "", "kind of the new volume: root or data (default data)")
+	return cmd
+}
+
+func (a *app) backupForgetCommand() *cobra.Command {
+	var pf policyFlags
+	var repository string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "forget VOL --keep-last N | --keep-daily N ... | --keep-within DURATION [--repository R] [--dry-run]",
+		Short: "Remove a volume's backups that a retention policy does not keep",
+		Long: `Remove from a repository (default: the project's default) the backups of a volume
+that the --keep-* rules do not keep (restic's meanings; a backup kept by any rule
+stays). --dry-run lists exactly what would go and the bytes a prune would then
+free, and changes nothing. The repository is pruned afterwards, at most once a day
+(cairn repository prune runs one at once).`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			pol, err := pf.policy()
+			if err != nil {
+				return err
+			}
+			if pol.Empty() {
+				return core.Invalid("give at least one --keep-* rule: an empty policy would forget every backup")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.ForgetBackups(ctx, args[0], apitypes.BackupForget{Repository: repository, KeepLast: pf.last, KeepHourly: pf.hourly,
+				KeepDaily: pf.daily, KeepWeekly: pf.weekly, KeepMonthly: pf.monthly, KeepYearly: pf.yearly, KeepWithin: pf.within, DryRun: dryRun})
+			if err != nil {
+				return err
+			}
+			return a.act(ctx, c, t, func(t apitypes.Task) error {
+				gone := strings.Fields(t.Result["forget"])
+				return a.print(t, func() {
+					verb := "forgot"
+					if dryRun {
+						verb = "would forget"
+					}
+					freed, _ := strconv.ParseInt(t.Result["bytes_freed"], 10, 64)
+					fmt.Fprintf(a.stdout, "%s %d backups of %s, keeping %d; a prune frees %s\n", verb, len(gone), args[0],
+						len(strings.Fields(t.Result["keep"])), core.FormatSize(freed))
+					for _, id := range gone {
+						fmt.Fprintf(a.stdout, "  %s %s\n", verb, id)
+					}
+					if id := t.Result["prune_task_id"]; id != "" {
+						fmt.Fprintf(a.stdout, "prune queued: task %s\n", id)
+					}
+				})
+			})
+		}),
+	}
+	pf.add(cmd)
+	cmd.Flags().StringVar(&repository, "repository", "", "the repository (default: the project's default)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would go and what it would free")
 	return cmd
 }

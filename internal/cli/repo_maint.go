@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo"
 	"github.com/cairn-backup/cairn/internal/repo/format"
+	"github.com/cairn-backup/cairn/internal/retention"
 )
 
 func (ra *repoApp) verifyCommand() *cobra.Command {
@@ -100,50 +100,17 @@ func (p *policyFlags) add(cmd *cobra.Command) {
 
 func (p *policyFlags) policy() (repo.Policy, error) {
 	pol := repo.Policy{Last: p.last, Hourly: p.hourly, Daily: p.daily, Weekly: p.weekly, Monthly: p.monthly, Yearly: p.yearly}
-	for _, n := range []int{p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly} {
-		if n < 0 {
-			return pol, core.Invalid("a --keep-* count cannot be negative")
-		}
+	if err := pol.Check(); err != nil {
+		return pol, err
 	}
 	if p.within != "" {
-		d, err := ParseRetentionDuration(p.within)
+		d, err := retention.ParseDuration(p.within)
 		if err != nil {
 			return pol, err
 		}
 		pol.Within = d
 	}
 	return pol, nil
-}
-
-// ParseRetentionDuration parses 14d, 2w, 36h, 1y2m (y=365d, m=30d) or any
-// time.ParseDuration form.
-func ParseRetentionDuration(s string) (time.Duration, error) {
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return d, nil
-	}
-	units := map[byte]time.Duration{'y': 365 * 24 * time.Hour, 'm': 30 * 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'd': 24 * time.Hour, 'h': time.Hour}
-	var total time.Duration
-	rest := s
-	for rest != "" {
-		i := 0
-		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
-			i++
-		}
-		if i == 0 || i == len(rest) || i > 6 {
-			return 0, core.Invalid("invalid duration %q: use a number and a unit, such as 14d, 2w, 36h", s)
-		}
-		n, _ := strconv.Atoi(rest[:i])
-		u, ok := units[rest[i]]
-		if !ok {
-			return 0, core.Invalid("invalid duration %q: unknown unit %q (y, m, w, d, h)", s, rest[i])
-		}
-		total += time.Duration(n) * u
-		rest = rest[i+1:]
-	}
-	if total <= 0 {
-		return 0, core.Invalid("invalid duration %q: must be positive", s)
-	}
-	return total, nil
 }
 
 type forgetResult struct {

@@ -347,3 +347,10 @@ func (c *Client) RestoreBackup(ctx context.Context, backup string, in apitypes.B
 	err := c.post(ctx, p("/v1/backups/", backup, "/restore"), in, &out)
 	return out, err
 }
+
+// ForgetBackups removes the volume's backups a retention policy does not keep.
+func (c *Client) ForgetBackups(ctx context.Context, volume string, in apitypes.BackupForget) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/volumes/", volume, "/backups/forget"), in, &out)
+	return out, err
+}

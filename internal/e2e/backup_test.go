@@ -199,6 +199,44 @@ func TestVolumeBackups(t *testing.T) {
 	if bs := rp.backups(); len(bs) != 2 {
 		t.Fatalf("the repository holds %d backups, want 2 (the crashed one committed nothing)", len(bs))
 	}
+
+	// Forget: a dry run says what would go and changes nothing; then the
+	// real one removes it, the repository is pruned, the kept backup restores.
+	var dry apitypes.Task
+	cliJSON(t, srv, &dry, "backup", "forget", "db", "--keep-last", "1", "--dry-run")
+	if got := strings.Fields(dry.Result["forget"]); len(got) != 2 || got[0] != second.ID || got[1] != first.ID || dry.Result["keep"] != third.ID {
+		t.Fatalf("dry run: %+v", dry.Result)
+	}
+	if dry.Result["bytes_freed"] == "" || dry.Result["bytes_freed"] == "0" {
+		t.Fatalf("dry run frees nothing: %+v", dry.Result)
+	}
+	if bs := rp.backups(); len(bs) != 2 {
+		t.Fatalf("a dry run removed backups: %d left", len(bs))
+	}
+	_, errs, code = cli(t, srv, "backup", "forget", "db")
+	if code != 2 || !strings.Contains(errs, "at least one") {
+		t.Fatalf("forget without a rule: exit %d %s", code, errs)
+	}
+	_, errs, code = cli(t, srv, "backup", "forget", "db", "--keep-last", "-1")
+	if code != 2 {
+		t.Fatalf("forget with a negative count: exit %d %s", code, errs)
+	}
+	var done apitypes.Task
+	cliJSON(t, srv, &done, "backup", "forget", "db", "--keep-last", "1")
+	if done.Result["prune_task_id"] == "" {
+		t.Fatalf("no prune queued after a forget: %+v", done.Result)
+	}
+	if _, err := c.WaitTask(ctx, done.Result["prune_task_id"], nil); err != nil {
+		t.Fatalf("the prune after forget: %v", err)
+	}
+	if bs := rp.backups(); len(bs) != 1 || bs[0].ID != third.ID {
+		t.Fatalf("after forget, the repository holds %+v", bs)
+	}
+	if left, _ := c.AllBackups(ctx, "db", ""); len(left) != 2 || left[0].ID != third.ID || left[1].State != apitypes.BackupFailed {
+		t.Fatalf("after forget, the server lists %+v", left)
+	}
+	restoredMatches(third)
+	rp.ok("verify", "--read-data")
 	if _, err := os.Stat(file); err != nil {
 		t.Fatal(err)
 	}

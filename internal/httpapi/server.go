@@ -374,6 +374,14 @@ func (h *Handler) routes() {
 		v, err := s.CreateBackup(r.Context(), c, r.PathValue("volume"), req)
 		return res(accepted, v, err)
 	})
+	h.handle("POST /v1/volumes/{volume}/backups/forget", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.BackupForget
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.ForgetBackups(r.Context(), c, r.PathValue("volume"), req)
+		return res(accepted, v, err)
+	})
 	h.handle("GET /v1/volumes/{volume}/backups", func(r *http.Request, c service.Caller) (result, error) {
 		pg, err := page(r)
 		if err != nil {

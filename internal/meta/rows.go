@@ -623,6 +623,11 @@ func (t *Tx) InsertBackup(ctx context.Context, b Backup) error {
 	return err
 }
 
+func (t *Tx) DeleteBackup(ctx context.Context, id string) error {
+	_, err := t.exec(ctx, `DELETE FROM backups WHERE id = ?`, id)
+	return err
+}
+
 // UpdateBackup stores everything of a backup but its identity.
 func (t *Tx) UpdateBackup(ctx context.Context, b Backup) error {
 	_, err := t.exec(ctx, `UPDATE backups SET state = ?, base_tag = ?, parent_id = ?, logical_size = ?, bytes_read = ?,
@@ -841,6 +846,12 @@ type TaskFilter struct {
 // QueuedTaskFor returns the oldest queued task of a kind on a resource.
 func (t *Tx) QueuedTaskFor(ctx context.Context, kind, resourceID string) (Task, error) {
 	return scanTask(t.queryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE kind = ? AND resource_id = ? AND state = 'queued' ORDER BY seq LIMIT 1`,
+		kind, resourceID))
+}
+
+// LastSucceededTask returns the newest succeeded task of a kind on a resource.
+func (t *Tx) LastSucceededTask(ctx context.Context, kind, resourceID string) (Task, error) {
+	return scanTask(t.queryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE kind = ? AND resource_id = ? AND state = 'succeeded' ORDER BY seq DESC LIMIT 1`,
 		kind, resourceID))
 }
 

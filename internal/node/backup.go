@@ -284,3 +284,46 @@ func diskFull(err error, path string) error {
 	}
 	return err
 }
+
+// backupForget removes the plan's backups from the repository (unless it
+// is a dry run) and reports the stored bytes that a prune then frees: those
+// of blobs no other backup in the repository uses.
+func (t *task) backupForget(ctx context.Context) error {
+	p := t.plan
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, false, "forget")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	all, err := r.Backups(ctx)
+	if err != nil {
+		return err
+	}
+	remove := map[string]bool{}
+	var present []string
+	for _, id := range p.Forget {
+		remove[id] = true
+	}
+	for _, m := range all {
+		if remove[m.ID] {
+			present = append(present, m.ID)
+		}
+	}
+	freed, err := r.ExclusiveBytes(ctx, all, remove)
+	if err != nil {
+		return err
+	}
+	t.result("bytes_freed", fmt.Sprint(freed))
+	if p.DryRun || len(present) == 0 {
+		return nil
+	}
+	return r.Forget(ctx, present)
+}

@@ -152,6 +152,8 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		err = t.long(ctx, nodeCtx, cancel, t.backupCreate)
 	case apitypes.OpBackupRestore:
 		err = t.long(ctx, nodeCtx, cancel, t.backupRestore)
+	case apitypes.OpBackupForget:
+		err = t.long(ctx, nodeCtx, cancel, t.backupForget)
 	case apitypes.OpExportCreate:
 		err = t.exportCreate(ctx)
 	case apitypes.OpExportDelete:

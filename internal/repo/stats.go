@@ -111,3 +111,44 @@ func logicalSize(m *format.Manifest) int64 {
 	}
 	return m.Summary.Bytes
 }
+
+// ExclusiveBytes returns the stored bytes of the blobs that the backups in
+// remove use and no other of backups does: what forgetting them and then
+// pruning frees (give every backup of the repository in backups). The
+// caller has loaded the index.
+func (r *Repository) ExclusiveBytes(ctx context.Context, backups []*format.Manifest, remove map[string]bool) (int64, error) {
+	var keep, gone []*format.Manifest
+	for _, m := range backups {
+		if remove[m.ID] {
+			gone = append(gone, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	kept, err := r.usedBlobs(ctx, keep, nil)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	seen := map[format.ID]struct{}{}
+	for _, m := range gone {
+		err := r.walkBackup(ctx, m, func(t format.BlobType, id format.ID) (bool, error) {
+			if _, ok := seen[id]; ok {
+				return false, nil
+			}
+			seen[id] = struct{}{}
+			loc, indexed := r.lookup(id)
+			if !indexed {
+				return false, nil
+			}
+			if _, ok := kept[id]; !ok {
+				n += int64(loc.Length)
+			}
+			return true, nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}

@@ -5,11 +5,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/blob/location"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/meta"
+	"github.com/cairn-backup/cairn/internal/retention"
 )
 
 // systemTag is the qcow2 tag of the system snapshot a backup reads.
@@ -412,4 +414,138 @@ func (s *Service) undoRestore(ctx context.Context, tx *meta.Tx, t meta.Task) err
 		return err
 	}
 	return tx.DeleteVolume(ctx, v.ID)
+}
+
+// pruneInterval is how often forgets may start a prune of a repository by
+// themselves (a prune asked for runs whenever asked).
+const pruneInterval = 24 * time.Hour
+
+// ForgetBackups removes from a repository (default: the project's default)
+// the backups of a volume that a retention policy does not keep; with
+// DryRun it only says which would go and what that would free. Afterwards
+// a prune of the repository is queued, at most once a day.
+func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, req apitypes.BackupForget) (apitypes.Task, error) {
+	if err := c.requireWrite(); err != nil {
+		return apitypes.Task{}, err
+	}
+	pol := retention.Policy{Last: req.KeepLast, Hourly: req.KeepHourly, Daily: req.KeepDaily, Weekly: req.KeepWeekly,
+		Monthly: req.KeepMonthly, Yearly: req.KeepYearly}
+	if err := pol.Check(); err != nil {
+		return apitypes.Task{}, err
+	}
+	if req.KeepWithin != "" {
+		d, err := retention.ParseDuration(req.KeepWithin)
+		if err != nil {
+			return apitypes.Task{}, err
+		}
+		pol.Within = d
+	}
+	if pol.Empty() {
+		return apitypes.Task{}, core.Invalid("give at least one rule (keep_last, keep_daily, ... keep_within): an empty policy would forget every backup")
+	}
+	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
+		v, err := volumeByRef(ctx, tx, c, volRef)
+		if err != nil {
+			return nil, err
+		}
+		r, err := backupRepository(ctx, tx, c, req.Repository)
+		if err != nil {
+			return nil, err
+		}
+		bs, err := tx.Backups(ctx, meta.BackupFilter{ProjectID: c.ProjectID, VolumeID: v.ID, RepositoryID: r.ID, Limit: 1 << 30})
+		if err != nil {
+			return nil, err
+		}
+		var cands []meta.Backup
+		for _, b := range bs {
+			if b.State == apitypes.BackupReady || b.State == apitypes.BackupCorrupt {
+				cands = append(cands, b)
+			}
+		}
+		items := make([]retention.Item, len(cands))
+		for i, b := range cands {
+			items[i] = retention.Item{Time: b.CreatedAt}
+		}
+		var forget, keep []string
+		for i, d := range retention.Apply(items, pol) {
+			if d.Keep {
+				keep = append(keep, cands[i].ID)
+			} else {
+				forget = append(forget, cands[i].ID)
+			}
+		}
+		t := &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupForget, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
+			NodeID: r.NodeID, VolumeID: v.ID, ResourceType: "volume", ResourceID: v.ID, CreatedAt: s.now(),
+			Params: map[string]string{"repository_id": r.ID, "forget": strings.Join(forget, " "), "keep": strings.Join(keep, " "),
+				"dry_run": strconv.FormatBool(req.DryRun)}}
+		return t, nil
+	})
+}
+
+// forgetOutcome makes the plan of a forget: the repository and the
+// backups to remove (decided when it was asked for).
+func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
+	o, err := s.restoreOutcome(ctx, tx, meta.Task{ProjectID: t.ProjectID, Params: t.Params})
+	if err != nil {
+		return nil, err
+	}
+	o.plan = apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, Repository: o.plan.Repository,
+		Forget: strings.Fields(t.Params["forget"]), DryRun: t.Params["dry_run"] == "true"}
+	return o, nil
+}
+
+// commitForget drops the forgotten backups (and the system snapshot row of
+// one that was a base), and queues a prune unless one ran within a day.
+func (s *Service) commitForget(ctx context.Context, tx *meta.Tx, t *meta.Task) error {
+	if t.Result == nil {
+		t.Result = map[string]string{}
+	}
+	t.Result["forget"], t.Result["keep"] = t.Params["forget"], t.Params["keep"]
+	ids := strings.Fields(t.Params["forget"])
+	if t.Params["dry_run"] == "true" || len(ids) == 0 {
+		return nil
+	}
+	for _, id := range ids {
+		b, err := tx.BackupByID(ctx, t.ProjectID, id)
+		if meta.IsNoRows(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if b.BaseTag != "" {
+			if sn, err := tx.SnapshotByName(ctx, b.VolumeID, b.BaseTag); err == nil && sn.Kind == SnapshotSystem {
+				if err := tx.DeleteSnapshot(ctx, sn.ID); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.DeleteBackup(ctx, id); err != nil {
+			return err
+		}
+	}
+	rid := t.Params["repository_id"]
+	if last, err := tx.LastSucceededTask(ctx, apitypes.OpRepositoryPrune, rid); err == nil && last.FinishedAt != nil &&
+		s.now().Sub(*last.FinishedAt) < pruneInterval {
+		t.Result["prune"] = "ran within a day: not queued (prune on demand with `cairn repository prune`)"
+		return nil
+	} else if err != nil && !meta.IsNoRows(err) {
+		return err
+	}
+	if q, err := tx.QueuedTaskFor(ctx, apitypes.OpRepositoryPrune, rid); err == nil {
+		t.Result["prune_task_id"] = q.ID
+		return nil
+	} else if !meta.IsNoRows(err) {
+		return err
+	}
+	r, err := tx.RepositoryByID(ctx, t.ProjectID, rid)
+	if err != nil {
+		return err
+	}
+	pt := s.repositoryTask(t.ProjectID, apitypes.OpRepositoryPrune, r, nil)
+	if err := tx.InsertTask(ctx, pt); err != nil {
+		return err
+	}
+	t.Result["prune_task_id"] = pt.ID
+	return nil
 }

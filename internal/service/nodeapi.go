@@ -238,6 +238,9 @@ func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if t.Kind == apitypes.OpBackupRestore {
 		return s.restoreOutcome(ctx, tx, t)
 	}
+	if t.Kind == apitypes.OpBackupForget {
+		return s.forgetOutcome(ctx, tx, t)
+	}
 	if t.Kind == apitypes.OpExportCreate {
 		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
 		if err != nil {
@@ -441,6 +444,9 @@ func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apity
 	if t.Kind == apitypes.OpBackupRestore {
 		return nil, s.commitRestore(ctx, tx, t, r)
 	}
+	if t.Kind == apitypes.OpBackupForget {
+		return nil, s.commitForget(ctx, tx, t)
+	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
 		return nil, err
@@ -515,6 +521,9 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 	}
 	if t.Kind == apitypes.OpBackupRestore {
 		return s.undoRestore(ctx, tx, t)
+	}
+	if t.Kind == apitypes.OpBackupForget {
+		return nil
 	}
 	p := t.Params
 	v, err := tx.VolumeByID(ctx, t.VolumeID)

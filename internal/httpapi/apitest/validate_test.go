@@ -148,6 +148,7 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"RepositoryVerify": apitypes.RepositoryVerify{},
 		"BackupCreate":     apitypes.BackupCreate{},
 		"BackupRestore":    apitypes.BackupRestore{},
+		"BackupForget":     apitypes.BackupForget{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)
