@@ -36,6 +36,7 @@ const (
 	OpBackupCreate  = "backup.create"
 	OpBackupRestore = "backup.restore"
 	OpBackupForget  = "backup.forget"
+	OpBackupVerify  = "backup.verify"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -84,7 +85,8 @@ type Plan struct {
 	// ToFile is the host path a backup.restore writes (.qcow2 or raw).
 	ToFile string `json:"to_file,omitempty"`
 	// Forget lists the backups a backup.forget removes from the
-	// repository; DryRun only measures what that would free.
+	// repository (backup.verify: the backups to check); DryRun only
+	// measures what that would free.
 	Forget []string `json:"forget,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
 }

@@ -308,6 +308,14 @@ type BackupForget struct {
 	DryRun      bool   `json:"dry_run,omitempty"`
 }
 
+// BackupVerify re-reads backups' data and checks it: the named backups, or
+// every backup of a volume in a repository (default: the project's default).
+type BackupVerify struct {
+	Backups    []string `json:"backups,omitempty"`
+	Volume     string   `json:"volume,omitempty"`
+	Repository string   `json:"repository,omitempty"`
+}
+
 // Repository states.
 const (
 	RepositoryCreating = "creating" // being initialised on its node

@@ -18,7 +18,7 @@ import (
 func (a *app) backupCommand() *cobra.Command {
 	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
 	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand(),
-		a.backupForgetCommand())
+		a.backupForgetCommand(), a.backupVerifyCommand())
 	return cmd
 }
 
@@ -230,4 +230,72 @@ free, and changes nothing. The repository is pruned afterwards, at most once a d
 	cmd.Flags().StringVar(&repository, "repository", "", "the repository (default: the project's default)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would go and what it would free")
 	return cmd
+}
+
+func (a *app) backupVerifyCommand() *cobra.Command {
+	var req apitypes.BackupVerify
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "verify (BACKUP... | --volume VOL | --all) [--repository R]",
+		Short: "Re-read backups' data and check it; exit 7 and mark them corrupt when damaged",
+		Long: `Re-read every chunk the named backups (or every backup of --volume) need, and
+check each: CRC32C, authentication, and the chunk's id recomputed from its data.
+A damaged chunk marks every backup that needs it corrupt (exit code 7); a backup
+found whole is ready again. --all re-reads the whole repository (default: the
+project's default).`,
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			req.Backups = args
+			n := 0
+			for _, set := range []bool{len(args) > 0, req.Volume != "", all} {
+				if set {
+					n++
+				}
+			}
+			if n != 1 {
+				return core.Invalid("give backups, --volume VOL or --all")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var t apitypes.Task
+			if all {
+				ref := req.Repository
+				if ref == "" {
+					rs, err := c.AllRepositories(ctx)
+					if err != nil {
+						return err
+					}
+					for _, r := range rs {
+						if r.Default {
+							ref = r.Name
+						}
+					}
+					if ref == "" {
+						return core.NotFound("the project has no default repository: pass --repository")
+					}
+				}
+				t, err = c.VerifyRepository(ctx, ref, apitypes.RepositoryVerify{ReadDataPercent: 100})
+			} else {
+				t, err = c.VerifyBackups(ctx, req)
+			}
+			if err != nil {
+				return err
+			}
+			return a.act(ctx, c, t, func(t apitypes.Task) error {
+				return a.print(t, func() {
+					fmt.Fprintf(a.stdout, "no problems: %s packs re-read, %s\n", t.Result["packs_read"], core.FormatSize(atoi64(t.Result["bytes_read"])))
+				})
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&req.Volume, "volume", "", "every backup of this volume in the repository")
+	cmd.Flags().StringVar(&req.Repository, "repository", "", "the repository of --volume or --all (default: the project's default)")
+	cmd.Flags().BoolVar(&all, "all", false, "re-read the whole repository")
+	return cmd
+}
+
+func atoi64(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
 }

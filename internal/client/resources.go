@@ -354,3 +354,10 @@ func (c *Client) ForgetBackups(ctx context.Context, volume string, in apitypes.B
 	err := c.post(ctx, p("/v1/volumes/", volume, "/backups/forget"), in, &out)
 	return out, err
 }
+
+// VerifyBackups re-reads and checks backups' data.
+func (c *Client) VerifyBackups(ctx context.Context, in apitypes.BackupVerify) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, "/v1/backups/verify", in, &out)
+	return out, err
+}

@@ -399,6 +399,14 @@ func (h *Handler) routes() {
 		v, err := s.ListBackups(r.Context(), c, pg, q.Get("volume"), q.Get("repository"))
 		return res(ok, v, err)
 	})
+	h.handle("POST /v1/backups/verify", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.BackupVerify
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.VerifyBackups(r.Context(), c, req)
+		return res(accepted, v, err)
+	})
 	h.handle("GET /v1/backups/{backup}", func(r *http.Request, c service.Caller) (result, error) {
 		v, err := s.GetBackup(r.Context(), c, r.PathValue("backup"))
 		return res(ok, v, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -120,6 +122,12 @@ func (t *task) repositoryVerify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return t.verifyOutcome(res)
+}
+
+// verifyOutcome reports a verify: counts, and the backups that need
+// damaged data; damage is a core.KindCorrupt error naming it.
+func (t *task) verifyOutcome(res *repo.VerifyResult) error {
 	t.result("backups", fmt.Sprint(res.Backups))
 	t.result("packs", fmt.Sprint(res.Packs))
 	t.result("packs_read", fmt.Sprint(res.PacksRead))
@@ -128,11 +136,21 @@ func (t *task) repositoryVerify(ctx context.Context) error {
 	if res.OK() {
 		return nil
 	}
+	bad := map[string]bool{}
+	var ids []string
 	msg := fmt.Sprintf("verify found %d problems", len(res.Problems))
 	for i, p := range res.Problems {
+		for _, id := range p.Backups {
+			if !bad[id] {
+				bad[id] = true
+				ids = append(ids, id)
+			}
+		}
 		if i == 5 {
 			msg += fmt.Sprintf("; and %d more (run `cairn repo verify` for all)", len(res.Problems)-5)
-			break
+			continue
+		} else if i > 5 {
+			continue
 		}
 		msg += fmt.Sprintf("; %s", p.Object)
 		if p.Blob != "" {
@@ -143,7 +161,39 @@ func (t *task) repositoryVerify(ctx context.Context) error {
 			msg += fmt.Sprintf(" (needed by backups %v)", p.Backups)
 		}
 	}
+	sort.Strings(ids)
+	t.result("corrupt_backups", strings.Join(ids, " "))
 	return core.Corrupt("%s", msg)
+}
+
+// backupVerify re-reads every blob the plan's backups need and checks it.
+func (t *task) backupVerify(ctx context.Context) error {
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, false, "verify")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	opts := repo.VerifyOptions{Progress: func(p repo.Progress) { t.progress(p.Done, p.Total) }}
+	for _, id := range t.plan.Forget {
+		m, err := r.LoadManifest(ctx, id)
+		if err != nil {
+			return err
+		}
+		opts.Backups = append(opts.Backups, m)
+	}
+	res, err := r.Verify(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return t.verifyOutcome(res)
 }
 
 // repositoryPrune removes what no backup needs, under the exclusive lock.

@@ -482,15 +482,19 @@ func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, re
 	})
 }
 
-// forgetOutcome makes the plan of a forget: the repository and the
-// backups to remove (decided when it was asked for).
+// forgetOutcome makes the plan of a forget (or of a backup verify): the
+// repository and the backups to remove (or check), decided when asked for.
 func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
 	o, err := s.restoreOutcome(ctx, tx, meta.Task{ProjectID: t.ProjectID, Params: t.Params})
 	if err != nil {
 		return nil, err
 	}
+	ids := t.Params["forget"]
+	if t.Kind == apitypes.OpBackupVerify {
+		ids = t.Params["backups"]
+	}
 	o.plan = apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, Repository: o.plan.Repository,
-		Forget: strings.Fields(t.Params["forget"]), DryRun: t.Params["dry_run"] == "true"}
+		Forget: strings.Fields(ids), DryRun: t.Params["dry_run"] == "true"}
 	return o, nil
 }
 
@@ -547,5 +551,105 @@ func (s *Service) commitForget(ctx context.Context, tx *meta.Tx, t *meta.Task) e
 		return err
 	}
 	t.Result["prune_task_id"] = pt.ID
+	return nil
+}
+
+// VerifyBackups queues a re-read of backups' data: the named ones, or every
+// finished backup of a volume in a repository. Damage fails the task with
+// the code "corrupt" and marks every backup that needs damaged data
+// `corrupt`; a backup found whole is `ready` again.
+func (s *Service) VerifyBackups(ctx context.Context, c Caller, req apitypes.BackupVerify) (apitypes.Task, error) {
+	if err := c.requireWrite(); err != nil {
+		return apitypes.Task{}, err
+	}
+	if (len(req.Backups) == 0) == (req.Volume == "") {
+		return apitypes.Task{}, core.Invalid("name backups, or a volume (every backup of it in the repository)")
+	}
+	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
+		var ids []string
+		var repoID string
+		for _, ref := range req.Backups {
+			b, err := backupByRef(ctx, tx, c, ref)
+			if err != nil {
+				return nil, err
+			}
+			if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
+				return nil, core.Conflict("not_ready", "backup %s is %s: only finished backups can be verified", b.ID, b.State)
+			}
+			if repoID != "" && b.RepositoryID != repoID {
+				return nil, core.Invalid("the backups are in different repositories: verify them one repository at a time")
+			}
+			repoID = b.RepositoryID
+			ids = append(ids, b.ID)
+		}
+		if req.Volume != "" {
+			v, err := volumeByRef(ctx, tx, c, req.Volume)
+			if err != nil {
+				return nil, err
+			}
+			r, err := backupRepository(ctx, tx, c, req.Repository)
+			if err != nil {
+				return nil, err
+			}
+			repoID = r.ID
+			bs, err := tx.Backups(ctx, meta.BackupFilter{ProjectID: c.ProjectID, VolumeID: v.ID, RepositoryID: r.ID, Limit: 1 << 30})
+			if err != nil {
+				return nil, err
+			}
+			for _, b := range bs {
+				if b.State == apitypes.BackupReady || b.State == apitypes.BackupCorrupt {
+					ids = append(ids, b.ID)
+				}
+			}
+			if len(ids) == 0 {
+				return nil, core.NotFound("volume %q has no finished backup in repository %q", v.Name, r.Name)
+			}
+		}
+		r, err := tx.RepositoryByID(ctx, c.ProjectID, repoID)
+		if err != nil {
+			return nil, err
+		}
+		return &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupVerify, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
+			NodeID: r.NodeID, ResourceType: "repository", ResourceID: r.ID, CreatedAt: s.now(), Cancelable: true,
+			Params: map[string]string{"repository_id": r.ID, "backups": strings.Join(ids, " ")}}, nil
+	})
+}
+
+// markVerified records what a verify found: every backup it names as
+// needing damaged data is corrupt, the other checked ones ready.
+func markVerified(ctx context.Context, tx *meta.Tx, t meta.Task, res map[string]string) error {
+	if res == nil || (t.Kind != apitypes.OpBackupVerify && t.Kind != apitypes.OpRepositoryVerify) {
+		return nil
+	}
+	bad := map[string]bool{}
+	for _, id := range strings.Fields(res["corrupt_backups"]) {
+		bad[id] = true
+	}
+	checked := strings.Fields(t.Params["backups"])
+	if t.Kind == apitypes.OpRepositoryVerify {
+		checked = nil // a repository verify may re-read a share only: it clears nothing
+	}
+	for id := range bad {
+		checked = append(checked, id)
+	}
+	for _, id := range checked {
+		b, err := tx.BackupByID(ctx, t.ProjectID, id)
+		if meta.IsNoRows(err) {
+			continue // a backup made by `cairn repo`, unknown to the server
+		}
+		if err != nil {
+			return err
+		}
+		want := apitypes.BackupReady
+		if bad[id] {
+			want = apitypes.BackupCorrupt
+		}
+		if b.State != want && (b.State == apitypes.BackupReady || b.State == apitypes.BackupCorrupt) {
+			b.State = want
+			if err := tx.UpdateBackup(ctx, b); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }

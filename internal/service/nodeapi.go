@@ -179,6 +179,9 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 			}
 			t.Result[k] = v
 		}
+		if err := markVerified(ctx, tx, t, req.Result); err != nil {
+			return err
+		}
 		if req.Error != "" {
 			if err := s.undo(ctx, tx, t, &req); err != nil {
 				return err
@@ -238,7 +241,7 @@ func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if t.Kind == apitypes.OpBackupRestore {
 		return s.restoreOutcome(ctx, tx, t)
 	}
-	if t.Kind == apitypes.OpBackupForget {
+	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
 		return s.forgetOutcome(ctx, tx, t)
 	}
 	if t.Kind == apitypes.OpExportCreate {
@@ -447,6 +450,9 @@ func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apity
 	if t.Kind == apitypes.OpBackupForget {
 		return nil, s.commitForget(ctx, tx, t)
 	}
+	if t.Kind == apitypes.OpBackupVerify {
+		return nil, nil
+	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
 		return nil, err
@@ -522,7 +528,7 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 	if t.Kind == apitypes.OpBackupRestore {
 		return s.undoRestore(ctx, tx, t)
 	}
-	if t.Kind == apitypes.OpBackupForget {
+	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
 		return nil
 	}
 	p := t.Params

@@ -149,6 +149,7 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"BackupCreate":     apitypes.BackupCreate{},
 		"BackupRestore":    apitypes.BackupRestore{},
 		"BackupForget":     apitypes.BackupForget{},
+		"BackupVerify":     apitypes.BackupVerify{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)
