@@ -27,6 +27,10 @@ func failpoint(op, when string) {
 	}
 }
 
+// shutdownCompleteWait is how long a node shutting down keeps trying to
+// report a finished task.
+const shutdownCompleteWait = 5 * time.Second
+
 // errCanceled is the error of a task the server asked to cancel.
 var errCanceled = errors.New("canceled at the server's request")
 
@@ -84,6 +88,7 @@ func (w *Worker) complete(ctx context.Context, taskID string, res apitypes.NodeC
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	backoff := 500 * time.Millisecond
+	var shutdownAt time.Time
 	for {
 		err := w.Server.Complete(cctx, taskID, res)
 		if err == nil {
@@ -101,7 +106,15 @@ func (w *Worker) complete(ctx context.Context, taskID string, res apitypes.NodeC
 		case <-time.After(backoff):
 		}
 		if ctx.Err() != nil {
-			backoff = min(backoff, time.Second) // shutting down: keep it short
+			// Shutting down: the server may be stopping too. Keep trying
+			// a few seconds only; a restart fails the task cleanly.
+			if shutdownAt.IsZero() {
+				shutdownAt = time.Now()
+			} else if time.Since(shutdownAt) > shutdownCompleteWait {
+				w.log().Error("giving up completing a task during shutdown", "task", taskID, "err", err)
+				return
+			}
+			backoff = min(backoff, time.Second)
 		} else {
 			backoff = min(2*backoff, 15*time.Second)
 		}

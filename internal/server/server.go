@@ -25,12 +25,15 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/atomicfile"
+	"github.com/cairn-backup/cairn/internal/blob/local"
 	"github.com/cairn-backup/cairn/internal/client"
+	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/httpapi"
 	"github.com/cairn-backup/cairn/internal/meta"
 	"github.com/cairn-backup/cairn/internal/meta/sqlite"
 	"github.com/cairn-backup/cairn/internal/node"
 	"github.com/cairn-backup/cairn/internal/pki"
+	"github.com/cairn-backup/cairn/internal/repo"
 	"github.com/cairn-backup/cairn/internal/service"
 )
 
@@ -157,7 +160,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if nodeID != "" {
 		// The embedded default backs up into DATA/repository until the
 		// operator adds another repository (made once, at the first start).
-		if err := svc.EnsureDefaultRepository(ctx, nodeID, filepath.Join(o.DataDir, "repository")); err != nil {
+		dir := filepath.Join(o.DataDir, "repository")
+		if err := svc.EnsureDefaultRepository(ctx, nodeID, dir, func(ctx context.Context, password string) error {
+			return createLocalRepository(ctx, dir, password)
+		}); err != nil {
 			return fail(fmt.Errorf("default repository: %w", err))
 		}
 	}
@@ -339,4 +345,19 @@ func loadOrCreateSecretKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("writing the secret key: %w", err)
 	}
 	return b, nil
+}
+
+// createLocalRepository initialises a repository in dir (a retried first
+// start finds the one it made and opens it with the same password).
+func createLocalRepository(ctx context.Context, dir, password string) error {
+	store, err := local.Open(dir, true)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	_, err = repo.Init(ctx, store, []byte(password), repo.InitOptions{}, repo.Options{})
+	if core.CodeOf(err) == "exists" {
+		_, err = repo.Open(ctx, store, []byte(password), repo.Options{})
+	}
+	return err
 }

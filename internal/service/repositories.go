@@ -322,12 +322,13 @@ func (s *Service) PruneRepository(ctx context.Context, c Caller, ref string) (ap
 	return out, err
 }
 
-// EnsureDefaultRepository creates, at the first start of the embedded
-// default, the repository "default" of project "default" in dir on the
-// local node: flagged as sharing the volumes' disk. Later starts change
-// nothing (nor does a project that already has repositories).
-func (s *Service) EnsureDefaultRepository(ctx context.Context, nodeID, dir string) error {
-	err := s.db.Update(ctx, func(tx *meta.Tx) error {
+// EnsureDefaultRepository makes, at the first start of the embedded
+// default, the repository "default" of project "default" in dir on the local
+// node, flagged as sharing the volumes' disk: create initialises it with the
+// password given (in this process: the node is this host). Later starts
+// change nothing, nor does a project that already has repositories.
+func (s *Service) EnsureDefaultRepository(ctx context.Context, nodeID, dir string, create func(ctx context.Context, password string) error) error {
+	return s.db.Update(ctx, func(tx *meta.Tx) error {
 		p, err := tx.ProjectByName(ctx, apitypes.DefaultProject)
 		if err != nil {
 			return err
@@ -335,20 +336,20 @@ func (s *Service) EnsureDefaultRepository(ctx context.Context, nodeID, dir strin
 		if rs, err := tx.Repositories(ctx, p.ID, "", 1); err != nil || len(rs) > 0 {
 			return err
 		}
-		n, err := tx.NodeByID(ctx, nodeID)
+		r, err := s.newRepository(ctx, tx, p.ID, p.Name, apitypes.RepositoryCreate{Name: "default", URL: dir, Node: nodeID}, true)
 		if err != nil {
 			return err
 		}
-		r, err := s.newRepository(ctx, tx, p.ID, p.Name, apitypes.RepositoryCreate{Name: "default", URL: dir, Node: n.ID}, true)
+		sec, err := s.openSecrets(r)
 		if err != nil {
 			return err
 		}
-		return tx.InsertTask(ctx, s.repositoryTask(p.ID, apitypes.OpRepositoryInit, r, map[string]string{"adopt": "false"}))
+		if err := create(ctx, sec.Password); err != nil {
+			return fmt.Errorf("creating the default repository in %s: %w", dir, err)
+		}
+		r.State = apitypes.RepositoryReady
+		return tx.UpdateRepository(ctx, r)
 	})
-	if err == nil {
-		s.changed.notify()
-	}
-	return err
 }
 
 func isRepositoryOp(kind string) bool { return strings.HasPrefix(kind, "repository.") }
