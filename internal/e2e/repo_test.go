@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
@@ -480,4 +481,64 @@ func TestRepoS3CLI(t *testing.T) {
 		t.Fatalf("refused credentials: exit %d %s", code, errs)
 	}
 	t.Logf("refused credentials: %s", errs)
+}
+
+// TestRepoExport serves an image backup over NBD straight from the
+// repository and reads it with libnbd's and QEMU's tools.
+func TestRepoExport(t *testing.T) {
+	testenv.RequireTool(t, "qemu-img", "nbdinfo", "nbdcopy")
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "disk.raw")
+	randomImage(t, img, 40<<20, 9)
+	e.ok("backup", "--image", img)
+	id := e.backups()[0].ID
+	port := testenv.FreePort(t)
+	cmd := e.command("export", id[:8], "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("export printed nothing: %v\n%s", err, errb.String())
+	}
+	uri := fmt.Sprintf("nbd://127.0.0.1:%d/%s", port, id)
+	if !strings.Contains(line, uri) {
+		t.Fatalf("export says %q, want the URI %s", line, uri)
+	}
+	if got := testenv.NBDSize(t, uri); got != 40<<20 {
+		t.Fatalf("nbdinfo size %d", got)
+	}
+	runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", img, uri)
+	out := filepath.Join(dir, "copy.raw")
+	runTool(t, "nbdcopy", uri, out)
+	if !sameFile(t, img, out) {
+		t.Fatal("nbdcopy of the export differs from the image")
+	}
+	if m := runTool(t, "nbdinfo", "--map", uri); !strings.Contains(m, "hole") || !strings.Contains(m, "data") {
+		t.Fatalf("nbdinfo --map shows no holes and data:\n%s", m)
+	}
+	if _, err := exec.Command("qemu-io", "-f", "raw", "-c", "write 0 4k", uri).CombinedOutput(); err == nil {
+		t.Fatal("a write to the read-only export succeeded")
+	}
+	runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", img, uri)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("export after SIGINT: %v\n%s", err, errb.String())
+	}
+
+	// A file backup is not an image.
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	e.ok("backup", src)
+	e.fails(2, "not a disk image", "export", "latest", "--listen", "127.0.0.1:0")
 }

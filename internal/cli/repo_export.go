@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/nbd"
+	"github.com/cairn-backup/cairn/internal/repo"
+)
+
+// backupExport serves an image backup over NBD, read-only, straight from
+// the repository.
+type backupExport struct {
+	ir   *repo.ImageReader
+	desc string
+}
+
+func (e *backupExport) Size() int64                             { return e.ir.Size() }
+func (e *backupExport) ReadAt(p []byte, off int64) (int, error) { return e.ir.ReadAt(p, off) }
+func (e *backupExport) Description() string                     { return e.desc }
+
+// Extents reports all-zero chunks (never stored) as holes.
+func (e *backupExport) Extents(off, length int64) ([]nbd.Extent, error) {
+	exts, err := e.ir.Extents(off, length)
+	out := make([]nbd.Extent, len(exts))
+	for i, x := range exts {
+		out[i] = nbd.Extent{Length: x.Length, Hole: x.Zero, Zero: x.Zero}
+	}
+	return out, err
+}
+
+func (ra *repoApp) exportCommand() *cobra.Command {
+	var (
+		f      filterFlags
+		listen string
+		name   string
+	)
+	cmd := &cobra.Command{
+		Use:   "export BACKUP [--listen ADDR] [--name NAME]",
+		Short: "Serve an image backup read-only over NBD, straight from the repository, until interrupted",
+		Long: `Serve an image backup over NBD (read-only), reading only what clients ask for:
+nothing is restored first. Any NBD client can attach it: qemu-img, qemu-io,
+nbdinfo, nbdcopy, or a VM (-drive file=nbd://...). All-zero chunks show as holes.
+The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
+		Args: cobra.ExactArgs(1),
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to listen on (beyond loopback anyone who can reach it can read the backup)")
+	cmd.Flags().StringVar(&name, "name", "", "export name (default: the backup's id)")
+	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
+		return ra.locked(ctx, false, "export", func(r *repo.Repository) error {
+			m, err := resolveBackup(ctx, r, args[0], f.filter())
+			if err != nil {
+				return err
+			}
+			ir, err := r.NewImageReader(ctx, m)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = m.ID
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return core.Invalid("listening on %s: %v", listen, err)
+			}
+			exp := &backupExport{ir: ir, desc: fmt.Sprintf("cairn backup %s of %s", m.ID, m.Paths)}
+			srv := &nbd.Server{ReadOnly: true, Lookup: func(n string) (nbd.Export, bool) {
+				if n == name || n == "" {
+					return exp, true
+				}
+				return nil, false
+			}, List: func() []string { return []string{name} }}
+			uri := fmt.Sprintf("nbd://%s/%s", l.Addr(), name)
+			res := map[string]any{"backup": backupOf(m), "uri": uri}
+			if err := ra.print(res, func() {
+				fmt.Fprintf(ra.stdout, "serving backup %s read-only at %s (Ctrl-C stops)\n", m.ID, uri)
+			}); err != nil {
+				l.Close()
+				return err
+			}
+			if err := srv.Serve(ctx, l); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
+	})
+	return cmd
+}
