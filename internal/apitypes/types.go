@@ -283,10 +283,12 @@ type BackupCreate struct {
 	Repository string `json:"repository,omitempty"` // name or id; default: the project's default repository
 }
 
-// BackupRestore restores a backup: into a new volume, or into a file on a
-// node's host (.qcow2, or raw and sparse for any other name). Exactly one
-// of ToVolume and ToFile.
+// BackupRestore restores a backup: into a new volume, into a file on a
+// node's host (.qcow2, or raw and sparse for any other name), or in place
+// (the backup's volume gets the backup's content, after a safety snapshot).
+// Exactly one of ToVolume, ToFile and InPlace.
 type BackupRestore struct {
+	InPlace  bool   `json:"in_place,omitempty"`
 	ToVolume string `json:"to_volume,omitempty"` // the new volume's name
 	ToFile   string `json:"to_file,omitempty"`   // an absolute path on the node's host
 	Node     string `json:"node,omitempty"`      // where; default: a node that reaches the repository

@@ -133,12 +133,18 @@ func (a *app) backupShowCommand() *cobra.Command {
 func (a *app) backupRestoreCommand() *cobra.Command {
 	var req apitypes.BackupRestore
 	cmd := &cobra.Command{
-		Use:   "restore BACKUP (--to-volume NAME [--node N] | --to-file PATH.qcow2|PATH.raw)",
-		Short: "Restore a backup into a new volume, or into a file on the node's host",
+		Use:   "restore BACKUP (--to-volume NAME [--node N] | --to-file PATH.qcow2|PATH.raw | --in-place)",
+		Short: "Restore a backup into a new volume, a file on the node's host, or its own volume (after a safety snapshot)",
 		Args:  cobra.ExactArgs(1),
 		RunE: a.run(func(ctx context.Context, args []string) error {
-			if (req.ToVolume == "") == (req.ToFile == "") {
-				return core.Invalid("give either --to-volume NAME or --to-file PATH")
+			n := 0
+			for _, set := range []bool{req.ToVolume != "", req.ToFile != "", req.InPlace} {
+				if set {
+					n++
+				}
+			}
+			if n != 1 {
+				return core.Invalid("give one of --to-volume NAME, --to-file PATH or --in-place")
 			}
 			if req.ToFile != "" {
 				abs, err := filepath.Abs(req.ToFile)
@@ -161,6 +167,22 @@ func (a *app) backupRestoreCommand() *cobra.Command {
 			if req.ToVolume != "" {
 				return a.act(ctx, c, t, a.printVolumeOf(ctx, c, "restored"))
 			}
+			if req.InPlace {
+				return a.act(ctx, c, t, func(t apitypes.Task) error {
+					v, err := c.GetVolume(ctx, t.ResourceID)
+					if err != nil {
+						return err
+					}
+					return a.print(v, func() {
+						saved := t.Result["saved_snapshot_id"]
+						if sn, err := c.GetSnapshot(ctx, v.ID, saved); err == nil {
+							saved = sn.Name + " (" + sn.ID + ")"
+						}
+						fmt.Fprintf(a.stdout, "restored backup %s into volume %s; its previous state is snapshot %s (`cairn volume revert %s` undoes the restore)\n",
+							args[0], v.Name, saved, v.Name)
+					})
+				})
+			}
 			return a.act(ctx, c, t, func(t apitypes.Task) error {
 				return a.print(t, func() {
 					fmt.Fprintf(a.stdout, "restored backup %s to %s on node %s\n", args[0], t.Result["file"], t.Node)
@@ -171,6 +193,7 @@ func (a *app) backupRestoreCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.ToVolume, "to-volume", "", "make a new volume of this name")
 	f.StringVar(&req.ToFile, "to-file", "", "write this file on the node's host: .qcow2, or raw (sparse) for any other name")
+	f.BoolVar(&req.InPlace, "in-place", false, "give the backup's own volume the backup's content, after a safety snapshot")
 	f.StringVar(&req.Node, "node", "", "the node to restore on (default: one that reaches the repository)")
 	f.StringVar(&req.Kind, "kind", "", "kind of the new volume: root or data (default data)")
 	return cmd

@@ -125,6 +125,23 @@ func TestVolumeBackups(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(outDir, "db.raw")); err != nil || st.Size() != size {
 		t.Fatalf("raw restore: %v %v", st, err)
 	}
+	// In place, while the writable export is live: a safety snapshot, the
+	// export back on its URI with the backup's content, a revert undoes it.
+	runTool(t, "qemu-io", "-f", "raw", "-c", "write -P 0x66 0 8M", exp.URI)
+	beforeIn := filepath.Join(t.TempDir(), "before.raw")
+	runTool(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", exp.URI, beforeIn)
+	cliOK(t, srv, "backup", "restore", second.ID, "--in-place")
+	runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", want, exp.URI)
+	var snapsIn []apitypes.Snapshot
+	cliJSON(t, srv, &snapsIn, "snapshot", "list", "db")
+	dbv, _ := c.GetVolume(ctx, "db")
+	if len(snapsIn) != 1 || !strings.HasPrefix(snapsIn[0].Name, "before-restore") || dbv.HeadParentID == nil || *dbv.HeadParentID != snapsIn[0].ID {
+		t.Fatalf("after an in-place restore: snapshots %+v, head %v", snapsIn, dbv.HeadParentID)
+	}
+	waitOK(t, c)(c.RevertVolume(ctx, "db"))
+	runTool(t, "qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", beforeIn, exp.URI)
+	waitOK(t, c)(c.DeleteSnapshot(ctx, "db", snapsIn[0].ID, false))
+
 	_, errs, code := cli(t, srv, "backup", "restore", second.ID, "--to-file", filepath.Join(outDir, "db.raw"))
 	if code != 5 || !strings.Contains(errs, "exists") {
 		t.Fatalf("restore over an existing file: exit %d %s", code, errs)
@@ -189,7 +206,9 @@ func TestVolumeBackups(t *testing.T) {
 	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 50M 64k", file)
 	var third apitypes.Backup
 	cliJSON(t, srv, &third, "backup", "create", "db")
-	if third.ParentBackupID != second.ID || third.BytesRead > 1<<20 {
+	// It reads the 8 MiB written before the in-place restore (the revert
+	// kept them) and the 64 KiB written since.
+	if third.ParentBackupID != second.ID || third.BytesRead > 9<<20 {
 		t.Fatalf("backup after the crash: %+v", third)
 	}
 	restoredMatches(third)

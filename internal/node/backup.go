@@ -208,7 +208,17 @@ func (t *task) backupRestore(ctx context.Context) error {
 		return core.Invalid("no backup or no target in the plan")
 	}
 	out, asQcow2 := p.ToFile, strings.HasSuffix(p.ToFile, ".qcow2")
-	if p.VolumeID != "" {
+	inPlace := p.VolumeID != "" && p.SaveTag != ""
+	if inPlace {
+		if err := checkID(p.VolumeID); err != nil {
+			return err
+		}
+		out = t.w.volumePath(p.VolumeID)
+		// The safety snapshot first: the volume as it was stays one apply away.
+		if err := t.createSnapshot(ctx, p.SaveTag); err != nil {
+			return fmt.Errorf("the safety snapshot: %w", err)
+		}
+	} else if p.VolumeID != "" {
 		if err := checkID(p.VolumeID); err != nil {
 			return err
 		}
@@ -246,7 +256,15 @@ func (t *task) backupRestore(ctx context.Context) error {
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName)
 	defer tmp.Close()
-	if err := tmp.Truncate(m.Image.Size); err != nil {
+	tmpSize := m.Image.Size
+	var volSize int64
+	if inPlace {
+		if volSize, _, err = qemu.ReadSnapshotTable(out); err != nil {
+			return err
+		}
+		tmpSize = max(tmpSize, volSize) // zeros past the backup's end
+	}
+	if err := tmp.Truncate(tmpSize); err != nil {
 		return fmt.Errorf("restoring to %s: %w", out, err)
 	}
 	wb := atomicfile.NewWriteBehind(tmp, 0)
@@ -259,6 +277,9 @@ func (t *task) backupRestore(ctx context.Context) error {
 		return diskFull(err, out)
 	}
 	failpoint(p.Op, "after-data")
+	if inPlace {
+		return t.writeInPlace(ctx, tmpName, m.Image.Size, volSize)
+	}
 	final := tmpName
 	if asQcow2 {
 		final = tmpName + ".qcow2"
@@ -326,4 +347,43 @@ func (t *task) backupForget(ctx context.Context) error {
 		return nil
 	}
 	return r.Forget(ctx, present)
+}
+
+// writeInPlace writes the restored raw image src into the volume's live
+// layer (its snapshots stay), growing the volume first when the backup is
+// larger; the live export is stopped around the write and restarted on its
+// port and name, whatever happens.
+func (t *task) writeInPlace(ctx context.Context, src string, backupSize, volSize int64) error {
+	p := t.plan
+	restart, err := t.w.stopLiveExport(ctx, p.VolumeID)
+	if err != nil {
+		return err
+	}
+	if restart == nil {
+		for _, e := range p.Exports {
+			if e.Tag == "" && (e.VolumeID == "" || e.VolumeID == p.VolumeID) {
+				e.VolumeID = p.VolumeID
+				restart = &e
+				break
+			}
+		}
+	}
+	path := t.w.volumePath(p.VolumeID)
+	var werr error
+	if backupSize > volSize {
+		werr = qemu.Resize(ctx, path, backupSize)
+	}
+	if werr == nil {
+		werr = qemu.Convert(ctx, qemu.ConvertRequest{Source: src, SourceFormat: "raw", Dest: path, DestFormat: "qcow2", Existing: true}, nil)
+	}
+	var restartErr error
+	if restart != nil {
+		if _, err := t.w.startLiveExport(ctx, *restart); err != nil {
+			restartErr = fmt.Errorf("restarting the live export %s: %w", restart.ID, err)
+		}
+	}
+	if err := errors.Join(werr, restartErr); err != nil {
+		return err
+	}
+	return t.measure(ctx, p.VolumeID)
 }

@@ -31,6 +31,9 @@ type ConvertRequest struct {
 	SourceShared bool
 	Dest         string
 	DestFormat   string // "qcow2" (64 KiB clusters; the default) or "raw"
+	// Existing writes into Dest's active layer, which exists and is at least
+	// as large as the source (qemu-img convert -n): its snapshots stay.
+	Existing bool
 }
 
 // Convert copies an image with qemu-img convert. The output is sparse (zero
@@ -40,7 +43,8 @@ type ConvertRequest struct {
 //
 // Dest must not exist (core.Conflict "exists"): Convert owns it, and on any
 // failure, including a cancelled ctx (which kills qemu-img), it removes the
-// partial destination. Success means qemu-img finished and flushed the file.
+// partial destination. With Existing, Dest is an image to write into, which
+// is never removed. Success means qemu-img finished and flushed the file.
 func Convert(ctx context.Context, req ConvertRequest, progress func(done, total int64)) (err error) {
 	destFormat := req.DestFormat
 	if destFormat == "" {
@@ -54,20 +58,31 @@ func Convert(ctx context.Context, req ConvertRequest, progress func(done, total 
 			return err
 		}
 	}
-	// Claim the destination atomically, as Create does.
-	f, err := os.OpenFile(req.Dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return core.Conflict("exists", "convert: destination %s already exists", req.Dest)
-	}
-	if err != nil {
-		return fmt.Errorf("convert: %w", err)
-	}
-	_ = f.Close()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(req.Dest)
+	if req.Existing {
+		if req.SourceSnapshot != "" {
+			return core.Invalid("convert: writing into an existing image takes a whole source, not a snapshot")
 		}
-	}()
+		if _, err := os.Stat(req.Dest); err != nil {
+			return fmt.Errorf("convert: %w", err)
+		}
+	} else {
+		// Claim the destination atomically, as Create does; a failed
+		// conversion removes it again (never an existing image).
+		var f *os.File
+		f, err = os.OpenFile(req.Dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // err: the result, which the cleanup checks
+		if errors.Is(err, os.ErrExist) {
+			return core.Conflict("exists", "convert: destination %s already exists", req.Dest)
+		}
+		if err != nil {
+			return fmt.Errorf("convert: %w", err)
+		}
+		_ = f.Close()
+		defer func() {
+			if err != nil {
+				_ = os.Remove(req.Dest)
+			}
+		}()
+	}
 
 	// The total for progress is the virtual size of what is read. A snapshot
 	// may have another size than the image now has, and QEMU 7.2 reads a
@@ -102,6 +117,9 @@ func Convert(ctx context.Context, req ConvertRequest, progress func(done, total 
 	// -t writeback: qemu-img flushes the destination to disk when it closes it
 	// (the "unsafe" mode would skip that).
 	args := []string{"convert", "-p", "-t", "writeback"}
+	if req.Existing {
+		args = append(args, "-n")
+	}
 	if req.SourceShared {
 		args = append(args, "-U")
 	}
@@ -113,7 +131,7 @@ func Convert(ctx context.Context, req ConvertRequest, progress func(done, total 
 		args = append(args, "-l", "snapshot.name="+req.SourceSnapshot)
 	}
 	args = append(args, "-O", destFormat)
-	if destFormat == "qcow2" {
+	if destFormat == "qcow2" && !req.Existing {
 		args = append(args, "-o", "cluster_size="+strconv.Itoa(ClusterSize))
 	}
 	args = append(args, "--", req.Source, req.Dest)

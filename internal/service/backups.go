@@ -302,8 +302,14 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, ref string, req a
 	if err := c.requireWrite(); err != nil {
 		return apitypes.Task{}, err
 	}
-	if (req.ToVolume == "") == (req.ToFile == "") {
-		return apitypes.Task{}, core.Invalid("give either to_volume (a new volume's name) or to_file (an absolute path on the node's host)")
+	n := 0
+	for _, set := range []bool{req.ToVolume != "", req.ToFile != "", req.InPlace} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return apitypes.Task{}, core.Invalid("give one of to_volume (a new volume's name), to_file (an absolute path on the node's host) or in_place")
 	}
 	if req.ToFile != "" && !filepath.IsAbs(req.ToFile) {
 		return apitypes.Task{}, core.Invalid("to_file %q: give an absolute path on the node's host", req.ToFile)
@@ -333,6 +339,29 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, ref string, req a
 			nodeRef = r.NodeID
 		}
 		params := map[string]string{"backup_id": b.ID, "repository_id": r.ID}
+		if req.InPlace {
+			v, err := tx.VolumeByID(ctx, b.VolumeID)
+			if meta.IsNoRows(err) {
+				return nil, core.NotFound("the volume of backup %s no longer exists: restore it to a new volume", b.ID)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if err := liveVolume(v); err != nil {
+				return nil, err
+			}
+			if nodeRef != "" && nodeRef != v.NodeID {
+				return nil, core.Conflict("unreachable", "repository %q is a directory on another node than volume %q", r.Name, v.Name)
+			}
+			sn, err := s.insertCreatingSnapshot(ctx, tx, v, "", "the volume before backup "+b.ID+" was restored into it", "before-restore")
+			if err != nil {
+				return nil, err
+			}
+			params["in_place"], params["save_snapshot_id"] = "true", sn.ID
+			t := s.newTask(c, apitypes.OpBackupRestore, v, "volume", v.ID, params)
+			t.Cancelable = true
+			return t, nil
+		}
 		if req.ToFile != "" {
 			n, err := s.pickNode(ctx, tx, nodeRef)
 			if err != nil {
@@ -370,16 +399,54 @@ func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) 
 		Backup: &apitypes.NodeBackup{ID: t.Params["backup_id"], Tags: []string{}},
 		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
 			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}
-	if t.VolumeID != "" {
-		v, err := tx.VolumeByID(ctx, t.VolumeID)
-		if err != nil {
-			return nil, err
-		}
+	if t.VolumeID == "" {
+		return o, nil
+	}
+	v, err := tx.VolumeByID(ctx, t.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	if t.Params["in_place"] != "true" {
 		v.State = apitypes.VolumeReady
 		o.vol = v
 		sc := s.sidecar(tx, ctx, v, NewTree(nil, nil))
 		o.plan.Sidecar = &sc
+		return o, nil
 	}
+	// In place: the safety snapshot is created first (it becomes the head's
+	// parent, so a revert undoes the restore), the live export is stopped
+	// and restarted around the write.
+	if err := liveVolume(v); err != nil {
+		return nil, err
+	}
+	tree, err := loadTree(ctx, tx, v)
+	if err != nil {
+		return nil, err
+	}
+	o.vol, o.tree, o.before = v, tree, map[string]meta.Snapshot{}
+	for _, x := range tree.Snapshots() {
+		o.before[x.ID] = x
+	}
+	saved := tree.Get(t.Params["save_snapshot_id"])
+	if saved == nil {
+		return nil, core.NotFound("the safety snapshot of restore %s is gone", t.ID)
+	}
+	sv := *saved
+	sv.State, sv.Size = apitypes.SnapshotReady, v.Size
+	tree.Create(sv)
+	o.plan.SaveTag = sv.Tag
+	es, err := tx.Exports(ctx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range es {
+		if e.SnapshotID == nil {
+			o.plan.Exports = append(o.plan.Exports, s.nodeExport(e, v, ""))
+		}
+	}
+	o.vol.UpdatedAt = s.now()
+	sc := s.sidecar(tx, ctx, o.vol, tree)
+	o.plan.Sidecar = &sc
 	return o, nil
 }
 
@@ -388,6 +455,21 @@ func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) 
 func (s *Service) commitRestore(ctx context.Context, tx *meta.Tx, t *meta.Task, res apitypes.NodeComplete) error {
 	if t.VolumeID == "" {
 		return nil
+	}
+	if t.Params["in_place"] == "true" {
+		o, err := s.restoreOutcome(ctx, tx, *t)
+		if err != nil {
+			return err
+		}
+		if res.Size > 0 {
+			o.vol.Size = res.Size
+		}
+		o.vol.Allocated = res.Allocated
+		if t.Result == nil {
+			t.Result = map[string]string{}
+		}
+		t.Result["saved_snapshot_id"] = t.Params["save_snapshot_id"]
+		return s.writeTree(ctx, tx, o, res)
 	}
 	v, err := tx.VolumeByID(ctx, t.VolumeID)
 	if err != nil {
@@ -403,7 +485,7 @@ func (s *Service) commitRestore(ctx context.Context, tx *meta.Tx, t *meta.Task, 
 
 // undoRestore removes the volume a failed restore was making.
 func (s *Service) undoRestore(ctx context.Context, tx *meta.Tx, t meta.Task) error {
-	if t.VolumeID == "" {
+	if t.VolumeID == "" || t.Params["in_place"] == "true" {
 		return nil
 	}
 	v, err := tx.VolumeByID(ctx, t.VolumeID)

@@ -525,7 +525,7 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 	if t.Kind == apitypes.OpBackupCreate {
 		return s.undoBackup(ctx, tx, t, r)
 	}
-	if t.Kind == apitypes.OpBackupRestore {
+	if t.Kind == apitypes.OpBackupRestore && t.Params["in_place"] != "true" {
 		return s.undoRestore(ctx, tx, t)
 	}
 	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
@@ -574,7 +574,7 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 				}
 			}
 		}
-	case apitypes.OpSnapshotApply, apitypes.OpVolumeDelete:
+	case apitypes.OpSnapshotApply, apitypes.OpVolumeDelete, apitypes.OpBackupRestore: // the last: in place
 		if saveID := p["save_snapshot_id"]; saveID != "" {
 			sn, err := tx.SnapshotByID(ctx, v.ID, saveID)
 			if err == nil && r != nil && r.SnapshotSizes[sn.Tag] > 0 {
