@@ -256,7 +256,40 @@ func TestVolumeBackups(t *testing.T) {
 	}
 	restoredMatches(third)
 	rp.ok("verify", "--read-data")
-	if _, err := os.Stat(file); err != nil {
-		t.Fatal(err)
+
+	// Verify through the server: whole, then damaged (exit 7, the backup
+	// marked corrupt), then whole again once the damage is undone.
+	cliOK(t, srv, "backup", "verify", third.ID)
+	cliOK(t, srv, "backup", "verify", "--volume", "db")
+	// One flipped bit in the first blob of every pack: some of them the
+	// backup needs.
+	packs := map[string][]byte{}
+	filepath.Walk(filepath.Join(pw.URL, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			packs[p] = b
+			d := append([]byte(nil), b...)
+			d[200] ^= 0x01
+			os.WriteFile(p, d, 0o600)
+		}
+		return nil
+	})
+	_, errs, code = cli(t, srv, "backup", "verify", third.ID[:8])
+	if code != 7 || !strings.Contains(errs, "CRC32C mismatch") {
+		t.Fatalf("verify of a damaged backup: exit %d %s", code, errs)
+	}
+	if b, _ := c.GetBackup(ctx, third.ID); b.State != apitypes.BackupCorrupt {
+		t.Fatalf("damaged backup is %s, want corrupt", b.State)
+	}
+	for p, b := range packs {
+		os.WriteFile(p, b, 0o600)
+	}
+	cliOK(t, srv, "backup", "verify", third.ID)
+	if b, _ := c.GetBackup(ctx, third.ID); b.State != apitypes.BackupReady {
+		t.Fatalf("backup is %s after a clean verify, want ready", b.State)
+	}
+	_, errs, code = cli(t, srv, "backup", "verify")
+	if code != 2 {
+		t.Fatalf("verify without a target: exit %d %s", code, errs)
 	}
 }

@@ -385,6 +385,23 @@ func TestRepoKilled(t *testing.T) {
 	}
 }
 
+// biggestPack returns the largest pack file of a local repository.
+func biggestPack(t testing.TB, repo string) string {
+	t.Helper()
+	var biggest string
+	var size int64
+	filepath.Walk(filepath.Join(repo, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+		return nil
+	})
+	if biggest == "" {
+		t.Fatalf("no pack in %s", repo)
+	}
+	return biggest
+}
+
 func mustReadDir(t testing.TB, dir string) []os.DirEntry {
 	t.Helper()
 	des, err := os.ReadDir(dir)
@@ -402,14 +419,7 @@ func TestRepoBitFlipExit7(t *testing.T) {
 	randomImage(t, img, 8<<20, 5)
 	e.ok("backup", "--image", img)
 	id := e.backups()[0].ID
-	var biggest string
-	var size int64
-	filepath.Walk(filepath.Join(e.repo, "data"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Size() > size {
-			biggest, size = p, fi.Size()
-		}
-		return nil
-	})
+	biggest := biggestPack(t, e.repo)
 	b, _ := os.ReadFile(biggest)
 	b[len(b)/3] ^= 1
 	os.WriteFile(biggest, b, 0o600)

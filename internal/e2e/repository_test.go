@@ -68,14 +68,7 @@ func TestRepositories(t *testing.T) {
 	}
 
 	// Damage is found and named: exit 7.
-	var biggest string
-	var size int64
-	filepath.Walk(filepath.Join(def.URL, "data"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Size() > size {
-			biggest, size = p, fi.Size()
-		}
-		return nil
-	})
+	biggest := biggestPack(t, def.URL)
 	f, err := os.OpenFile(biggest, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

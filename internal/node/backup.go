@@ -60,19 +60,11 @@ func (t *task) backupCreate(ctx context.Context) (err error) {
 	}()
 	failpoint(p.Op, "after-snapshot")
 
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, false, "backup", true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, false, "backup")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	if err := r.LoadIndex(ctx); err != nil {
-		return err
-	}
+	defer done()
 
 	path := t.w.volumePath(p.VolumeID)
 	im, err := qcow2.Open(path)
@@ -229,19 +221,11 @@ func (t *task) backupRestore(ctx context.Context) error {
 	} else if _, err := os.Lstat(out); err == nil {
 		return core.Conflict("exists", "%s exists: choose another file, or remove it", out)
 	}
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, false, "restore", true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, false, "restore")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	if err := r.LoadIndex(ctx); err != nil {
-		return err
-	}
+	defer done()
 	m, err := r.LoadManifest(ctx, p.Backup.ID)
 	if err != nil {
 		return err
@@ -311,19 +295,11 @@ func diskFull(err error, path string) error {
 // of blobs no other backup in the repository uses.
 func (t *task) backupForget(ctx context.Context) error {
 	p := t.plan
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, false, "forget", true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, false, "forget")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	if err := r.LoadIndex(ctx); err != nil {
-		return err
-	}
+	defer done()
 	all, err := r.Backups(ctx)
 	if err != nil {
 		return err
@@ -355,18 +331,9 @@ func (t *task) backupForget(ctx context.Context) error {
 // port and name, whatever happens.
 func (t *task) writeInPlace(ctx context.Context, src string, backupSize, volSize int64) error {
 	p := t.plan
-	restart, err := t.w.stopLiveExport(ctx, p.VolumeID)
+	restart, err := t.stopLiveExportForRestart(ctx)
 	if err != nil {
 		return err
-	}
-	if restart == nil {
-		for _, e := range p.Exports {
-			if e.Tag == "" && (e.VolumeID == "" || e.VolumeID == p.VolumeID) {
-				e.VolumeID = p.VolumeID
-				restart = &e
-				break
-			}
-		}
 	}
 	path := t.w.volumePath(p.VolumeID)
 	var werr error

@@ -428,6 +428,24 @@ func (t *task) snapshotDelete(ctx context.Context) error {
 	return t.measure(ctx, p.VolumeID)
 }
 
+// stopLiveExportForRestart stops the volume's live export, if it runs, and
+// returns what to restart afterwards: the stopped export, or the one the
+// plan says the volume has (stopped already by an earlier attempt).
+func (t *task) stopLiveExportForRestart(ctx context.Context) (*apitypes.NodeExport, error) {
+	p := t.plan
+	restart, err := t.w.stopLiveExport(ctx, p.VolumeID)
+	if err != nil || restart != nil {
+		return restart, err
+	}
+	for _, e := range p.Exports {
+		if e.Tag == "" && (e.VolumeID == "" || e.VolumeID == p.VolumeID) {
+			e.VolumeID = p.VolumeID
+			return &e, nil
+		}
+	}
+	return nil, nil
+}
+
 func (t *task) snapshotApply(ctx context.Context) error {
 	p := t.plan
 	if p.Tag == "" {
@@ -448,18 +466,9 @@ func (t *task) snapshotApply(ctx context.Context) error {
 	}
 	// qemu-img needs the volume to itself: stop the live export, and bring it
 	// back on the same port and name afterwards, whatever the apply did.
-	restart, err := t.w.stopLiveExport(ctx, p.VolumeID)
+	restart, err := t.stopLiveExportForRestart(ctx)
 	if err != nil {
 		return err
-	}
-	if restart == nil {
-		for _, e := range p.Exports {
-			if e.Tag == "" && (e.VolumeID == "" || e.VolumeID == p.VolumeID) {
-				e.VolumeID = p.VolumeID
-				restart = &e
-				break
-			}
-		}
 	}
 	applyErr := qemu.SnapshotApply(ctx, t.w.volumePath(p.VolumeID), p.Tag)
 	if applyErr == nil {

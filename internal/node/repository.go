@@ -36,6 +36,32 @@ func (t *task) openRepository(ctx context.Context) (*repo.Repository, error) {
 	return r, nil
 }
 
+// lockedRepository opens the plan's repository under a lock (shared, or
+// exclusive for a prune), with its index loaded when index is set; done
+// releases the lock and closes the repository.
+func (t *task) lockedRepository(ctx context.Context, exclusive bool, command string, index bool) (*repo.Repository, func(), error) {
+	r, err := t.openRepository(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	lock, err := r.Lock(ctx, exclusive, command)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	done := func() {
+		lock.Release()
+		r.Close()
+	}
+	if index {
+		if err := r.LoadIndex(ctx); err != nil {
+			done()
+			return nil, nil, err
+		}
+	}
+	return r, done, nil
+}
+
 // repositoryInit creates the repository (or checks the password of one
 // being adopted) and reports whether a local one shares the volumes' disk.
 func (t *task) repositoryInit(ctx context.Context) error {
@@ -106,16 +132,11 @@ func sameFileSystem(a, b string) (bool, error) {
 // repositoryVerify checks the repository; damage fails the task with the
 // code "corrupt" (exit code 7 in the CLI), naming what is damaged.
 func (t *task) repositoryVerify(ctx context.Context) error {
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, false, "verify", false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, false, "verify")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
+	defer done()
 	res, err := r.Verify(ctx, repo.VerifyOptions{ReadDataPercent: t.plan.Repository.ReadData, Progress: func(p repo.Progress) {
 		t.progress(p.Done, p.Total)
 	}})
@@ -168,19 +189,11 @@ func (t *task) verifyOutcome(res *repo.VerifyResult) error {
 
 // backupVerify re-reads every blob the plan's backups need and checks it.
 func (t *task) backupVerify(ctx context.Context) error {
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, false, "verify", true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, false, "verify")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
-	if err := r.LoadIndex(ctx); err != nil {
-		return err
-	}
+	defer done()
 	opts := repo.VerifyOptions{Progress: func(p repo.Progress) { t.progress(p.Done, p.Total) }}
 	for _, id := range t.plan.Forget {
 		m, err := r.LoadManifest(ctx, id)
@@ -198,16 +211,11 @@ func (t *task) backupVerify(ctx context.Context) error {
 
 // repositoryPrune removes what no backup needs, under the exclusive lock.
 func (t *task) repositoryPrune(ctx context.Context) error {
-	r, err := t.openRepository(ctx)
+	r, done, err := t.lockedRepository(ctx, true, "prune", false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, true, "prune")
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
+	defer done()
 	res, err := r.Prune(ctx, repo.PruneOptions{Progress: func(p repo.Progress) { t.progress(p.Done, p.Total) }})
 	if err != nil {
 		return err
