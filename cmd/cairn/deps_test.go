@@ -35,7 +35,7 @@ func TestLayering(t *testing.T) {
 		"testenv":  {},
 		"client":   {"apitypes", "core"},
 		"cli": {"client", "apitypes", "core", "atomicfile", "repo", "repo/format", "filebackup", "qcow2", "qemu",
-			"chunker", "blob", "blob/location", "retention", "nbd"},
+			"chunker", "blob", "blob/location", "retention", "nbd", "fsimage", "fsimage/mount"},
 		"nbd":         {},
 		"atomicfile":  {},
 		"meta":        {"core"},

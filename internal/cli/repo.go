@@ -52,7 +52,7 @@ func (a *app) repoCommand() *cobra.Command {
 	f.StringVar(&ra.region, "s3-region", "", "S3 region (default AWS_REGION, else asked from the server)")
 	f.IntVar(&ra.connections, "s3-connections", 0, "concurrent S3 requests (default 8)")
 	cmd.AddCommand(
-		ra.initCommand(), ra.backupCommand(), ra.backupsCommand(), ra.lsCommand(), ra.restoreCommand(), ra.exportCommand(),
+		ra.initCommand(), ra.backupCommand(), ra.backupsCommand(), ra.lsCommand(), ra.restoreCommand(), ra.exportCommand(), ra.filesCommand(),
 		ra.catCommand(), ra.verifyCommand(), ra.forgetCommand(), ra.pruneCommand(), ra.statsCommand(),
 		ra.keyCommand(), ra.unlockCommand(),
 	)

@@ -552,3 +552,51 @@ func TestRepoExport(t *testing.T) {
 	e.ok("backup", src)
 	e.fails(2, "not a disk image", "export", "latest", "--listen", "127.0.0.1:0")
 }
+
+// TestRepoFiles copies files out of a partitioned ext4 disk image backup
+// without restoring it.
+func TestRepoFiles(t *testing.T) {
+	testenv.RequireTool(t, "mkfs.ext4", "sfdisk")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "etc", "ssh"), 0o755)
+	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "etc", "ssh", "sshd_config"), []byte("Port 22\n"), 0o600)
+	os.Symlink("hosts", filepath.Join(src, "etc", "hosts.link"))
+	big := make([]byte, 3<<20+17)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o640)
+	disk := filepath.Join(dir, "disk.raw")
+	f, _ := os.Create(disk)
+	f.Truncate(64 << 20)
+	f.Close()
+	cmd := exec.Command("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=40M, type=linux\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	runTool(t, "mkfs.ext4", "-q", "-F", "-E", "offset=1048576", "-d", src, disk, "40M")
+
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	e.ok("backup", "--image", disk)
+	if ls := e.ok("files", "latest", "--list", "/etc"); !strings.Contains(ls, "hosts.link -> hosts") || !strings.Contains(ls, " ssh\n") {
+		t.Fatalf("files --list /etc:\n%s", ls)
+	}
+	target := filepath.Join(dir, "out")
+	e.ok("files", "latest", "--include", "/etc", "--include", "/big.bin", "--target", target)
+	for _, p := range []string{"etc/hosts", "etc/ssh/sshd_config", "big.bin"} {
+		if !sameFile(t, filepath.Join(src, p), filepath.Join(target, p)) {
+			t.Fatalf("%s differs after files", p)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(target, "etc", "hosts.link")); err != nil || l != "hosts" {
+		t.Fatalf("symlink: %q %v", l, err)
+	}
+	if st, _ := os.Stat(filepath.Join(target, "etc", "ssh", "sshd_config")); st == nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode of sshd_config: %v", st)
+	}
+	e.fails(3, "", "files", "latest", "--include", "/no/such/file", "--target", filepath.Join(dir, "out2"))
+	e.fails(3, "no partition 7", "files", "latest", "--partition", "7", "--list", "/")
+	e.fails(2, "give --include", "files", "latest", "--target", target)
+}
