@@ -42,7 +42,7 @@ func TestLayering(t *testing.T) {
 		"meta/sqlite": {"meta"},
 		"qemu":        {"core"},
 		"pki":         {"atomicfile"},
-		"node":        {"qemu", "qcow2", "apitypes", "core", "atomicfile", "repo", "chunker", "blob/location"},
+		"node":        {"qemu", "qcow2", "apitypes", "core", "atomicfile", "repo", "chunker", "blob/location", "fsimage/mount"},
 		"service":     {"meta", "apitypes", "core", "blob/location", "retention"},
 		"chunker":     {"core"},
 		"repo/crypto": {"core"},

@@ -37,6 +37,7 @@ const (
 	OpBackupRestore = "backup.restore"
 	OpBackupForget  = "backup.forget"
 	OpBackupVerify  = "backup.verify"
+	OpBackupFiles   = "backup.files"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -89,6 +90,8 @@ type Plan struct {
 	// measures what that would free.
 	Forget []string `json:"forget,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
+	// Files copies files out of the backup (backup.files).
+	Files *BackupFiles `json:"files,omitempty"`
 }
 
 // NodeBackup is a volume backup as the node makes it.

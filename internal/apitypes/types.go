@@ -318,6 +318,16 @@ type BackupVerify struct {
 	Repository string   `json:"repository,omitempty"`
 }
 
+// BackupFiles copies files out of a disk image backup (ext4 or XFS, with or
+// without a partition table) into a directory on a node's host.
+type BackupFiles struct {
+	Include   []string `json:"include"`             // paths in the image's file system, e.g. /etc/hosts
+	Target    string   `json:"target"`              // an absolute directory on the node's host
+	Partition int      `json:"partition,omitempty"` // 1-based; 0: the only readable file system
+	Overwrite bool     `json:"overwrite,omitempty"`
+	Node      string   `json:"node,omitempty"`
+}
+
 // Repository states.
 const (
 	RepositoryCreating = "creating" // being initialised on its node

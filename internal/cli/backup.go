@@ -18,7 +18,7 @@ import (
 func (a *app) backupCommand() *cobra.Command {
 	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
 	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand(),
-		a.backupForgetCommand(), a.backupVerifyCommand())
+		a.backupForgetCommand(), a.backupVerifyCommand(), a.backupFilesCommand())
 	return cmd
 }
 
@@ -321,4 +321,47 @@ project's default).`,
 func atoi64(s string) int64 {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
+}
+
+func (a *app) backupFilesCommand() *cobra.Command {
+	var req apitypes.BackupFiles
+	cmd := &cobra.Command{
+		Use:   "files BACKUP --include PATH... --target DIR [--partition N] [--node N]",
+		Short: "Copy files out of a volume backup (ext4 or XFS) into a directory on the node's host",
+		Long: `Copy chosen files and directories out of the file system inside a volume backup
+(ext4 or XFS, with or without a GPT/MBR partition table), read straight from the
+repository, into a directory on the node's host; nothing is written outside it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			if len(req.Include) == 0 || req.Target == "" {
+				return core.Invalid("give --include PATH (repeatable) and --target DIR")
+			}
+			abs, err := filepath.Abs(req.Target)
+			if err != nil {
+				return core.Invalid("invalid --target %q: %v", req.Target, err)
+			}
+			req.Target = abs
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.CopyBackupFiles(ctx, args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.act(ctx, c, t, func(t apitypes.Task) error {
+				return a.print(t, func() {
+					fmt.Fprintf(a.stdout, "copied %s files (%s) from %s of backup %s into %s on node %s\n", t.Result["files"],
+						core.FormatSize(atoi64(t.Result["bytes"])), t.Result["file_system"], args[0], req.Target, t.Node)
+				})
+			})
+		}),
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&req.Include, "include", nil, "a path in the backup's file system, such as /etc/hosts (repeatable)")
+	f.StringVar(&req.Target, "target", "", "directory on the node's host to copy into")
+	f.IntVar(&req.Partition, "partition", 0, "the partition to read (1 = the first; 0: the only readable file system)")
+	f.BoolVar(&req.Overwrite, "overwrite", false, "replace existing files in the target")
+	f.StringVar(&req.Node, "node", "", "the node to copy on (default: one that reaches the repository)")
+	return cmd
 }

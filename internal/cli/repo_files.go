@@ -53,7 +53,7 @@ shows a directory instead. With several readable file systems, --partition picks
 			if err != nil {
 				return err
 			}
-			fsys, where, err := pickFileSystem(ir, ir.Size(), partition)
+			fsys, where, err := mount.Pick(ir, ir.Size(), partition)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", m.ID, err)
 			}
@@ -80,47 +80,6 @@ shows a directory instead. With several readable file systems, --partition picks
 		})
 	})
 	return cmd
-}
-
-// pickFileSystem opens the file system of the image to read: the one of
-// partition n, or the only readable one.
-func pickFileSystem(r interface {
-	ReadAt([]byte, int64) (int, error)
-}, size int64, n int) (fsimage.FS, string, error) {
-	vols, err := mount.Open(r, size)
-	if err != nil {
-		return nil, "", err
-	}
-	var readable []mount.Volume
-	var seen []string
-	for _, v := range vols {
-		if n > 0 {
-			if v.Partition != nil && v.Partition.Index == n {
-				if v.Err != nil {
-					return nil, "", v.Err
-				}
-				return v.FS, v.Name(), nil
-			}
-			continue
-		}
-		if v.Err == nil {
-			readable = append(readable, v)
-			seen = append(seen, v.Name()+" ("+v.Format+")")
-		}
-	}
-	switch {
-	case n > 0:
-		return nil, "", core.NotFound("the image has no partition %d", n)
-	case len(readable) == 1:
-		return readable[0].FS, readable[0].Name(), nil
-	case len(readable) == 0:
-		var why []string
-		for _, v := range vols {
-			why = append(why, v.Err.Error())
-		}
-		return nil, "", core.Invalid("no file system cairn can read in the image (%s)", strings.Join(why, "; "))
-	}
-	return nil, "", core.Invalid("the image holds %d readable file systems: %s; choose one with --partition", len(readable), strings.Join(seen, ", "))
 }
 
 func (ra *repoApp) listImageDir(fsys fsimage.FS, dir string) error {

@@ -361,3 +361,10 @@ func (c *Client) VerifyBackups(ctx context.Context, in apitypes.BackupVerify) (a
 	err := c.post(ctx, "/v1/backups/verify", in, &out)
 	return out, err
 }
+
+// CopyBackupFiles copies files out of a disk image backup onto a node's host.
+func (c *Client) CopyBackupFiles(ctx context.Context, backup string, in apitypes.BackupFiles) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/backups/", backup, "/files"), in, &out)
+	return out, err
+}

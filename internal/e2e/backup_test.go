@@ -293,3 +293,34 @@ func TestVolumeBackups(t *testing.T) {
 		t.Fatalf("verify without a target: exit %d %s", code, errs)
 	}
 }
+
+// TestBackupFiles copies files out of a volume backup through the server.
+func TestBackupFiles(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	src, disk := ext4Disk(t, dir)
+	srv := startServer(t, serverOpts{})
+	c := srv.Client(t)
+	ctx := testCtx(t)
+	waitOK(t, c)(c.ImportVolume(ctx, apitypes.VolumeImport{Name: "root", Path: disk, Format: "raw"}))
+	var b apitypes.Backup
+	cliJSON(t, srv, &b, "backup", "create", "root")
+	target := filepath.Join(dir, "out")
+	out := cliOK(t, srv, "backup", "files", b.ID[:8], "--include", "/etc", "--include", "/big.bin", "--target", target)
+	if !strings.Contains(out, "partition 1") {
+		t.Fatalf("backup files: %s", out)
+	}
+	for _, p := range []string{"etc/hosts", "etc/ssh/sshd_config", "big.bin"} {
+		if !sameFile(t, filepath.Join(src, p), filepath.Join(target, p)) {
+			t.Fatalf("%s differs after backup files", p)
+		}
+	}
+	_, errs, code := cli(t, srv, "backup", "files", b.ID, "--include", "/nope", "--target", filepath.Join(dir, "out2"))
+	if code != 3 && code != 5 {
+		t.Fatalf("a missing path: exit %d %s", code, errs)
+	}
+	_, errs, code = cli(t, srv, "backup", "files", b.ID, "--include", "etc/hosts", "--target", target)
+	if code != 2 {
+		t.Fatalf("a relative include: exit %d %s", code, errs)
+	}
+}

@@ -556,26 +556,8 @@ func TestRepoExport(t *testing.T) {
 // TestRepoFiles copies files out of a partitioned ext4 disk image backup
 // without restoring it.
 func TestRepoFiles(t *testing.T) {
-	testenv.RequireTool(t, "mkfs.ext4", "sfdisk")
 	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	os.MkdirAll(filepath.Join(src, "etc", "ssh"), 0o755)
-	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
-	os.WriteFile(filepath.Join(src, "etc", "ssh", "sshd_config"), []byte("Port 22\n"), 0o600)
-	os.Symlink("hosts", filepath.Join(src, "etc", "hosts.link"))
-	big := make([]byte, 3<<20+17)
-	rand.Read(big)
-	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o640)
-	disk := filepath.Join(dir, "disk.raw")
-	f, _ := os.Create(disk)
-	f.Truncate(64 << 20)
-	f.Close()
-	cmd := exec.Command("sfdisk", "-q", disk)
-	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=40M, type=linux\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	runTool(t, "mkfs.ext4", "-q", "-F", "-E", "offset=1048576", "-d", src, disk, "40M")
+	src, disk := ext4Disk(t, dir)
 
 	e := newRepoEnv(t, filepath.Join(dir, "repo"))
 	e.ok("init")
@@ -599,4 +581,33 @@ func TestRepoFiles(t *testing.T) {
 	e.fails(3, "", "files", "latest", "--include", "/no/such/file", "--target", filepath.Join(dir, "out2"))
 	e.fails(3, "no partition 7", "files", "latest", "--partition", "7", "--list", "/")
 	e.fails(2, "give --include", "files", "latest", "--target", target)
+}
+
+// ext4Disk makes in dir a 64 MiB raw disk with a GPT and an ext4 partition
+// holding a small tree (returned as src, its source directory).
+func ext4Disk(t testing.TB, dir string) (src, disk string) {
+	t.Helper()
+	testenv.RequireTool(t, "mkfs.ext4", "sfdisk")
+	src = filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "etc", "ssh"), 0o755)
+	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "etc", "ssh", "sshd_config"), []byte("Port 22\n"), 0o600)
+	os.Symlink("hosts", filepath.Join(src, "etc", "hosts.link"))
+	big := make([]byte, 3<<20+17)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o640)
+	disk = filepath.Join(dir, "disk.raw")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(64 << 20)
+	f.Close()
+	cmd := exec.Command("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=40M, type=linux\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	runTool(t, "mkfs.ext4", "-q", "-F", "-E", "offset=1048576", "-d", src, disk, "40M")
+	return src, disk
 }

@@ -411,6 +411,14 @@ func (h *Handler) routes() {
 		v, err := s.GetBackup(r.Context(), c, r.PathValue("backup"))
 		return res(ok, v, err)
 	})
+	h.handle("POST /v1/backups/{backup}/files", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.BackupFiles
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.CopyBackupFiles(r.Context(), c, r.PathValue("backup"), req)
+		return res(accepted, v, err)
+	})
 	h.handle("POST /v1/backups/{backup}/restore", func(r *http.Request, c service.Caller) (result, error) {
 		var req apitypes.BackupRestore
 		if err := decode(r, &req); err != nil {

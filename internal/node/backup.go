@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/atomicfile"
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/fsimage/mount"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/repo"
@@ -353,4 +354,43 @@ func (t *task) writeInPlace(ctx context.Context, src string, backupSize, volSize
 		return err
 	}
 	return t.measure(ctx, p.VolumeID)
+}
+
+// backupFiles copies files out of a disk image backup (ext4 or XFS, with or
+// without a partition table) into a directory of this host, reading the
+// backup straight from the repository.
+func (t *task) backupFiles(ctx context.Context) error {
+	p := t.plan
+	if p.Backup == nil || p.Files == nil {
+		return core.Invalid("no backup or no files in the plan")
+	}
+	r, done, err := t.lockedRepository(ctx, false, "files", true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	m, err := r.LoadManifest(ctx, p.Backup.ID)
+	if err != nil {
+		return err
+	}
+	ir, err := r.NewImageReader(ctx, m)
+	if err != nil {
+		return err
+	}
+	fsys, where, err := mount.Pick(ir, ir.Size(), p.Files.Partition)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	st, err := mount.CopyOut(fsys, p.Files.Include, p.Files.Target, mount.CopyOptions{Overwrite: p.Files.Overwrite, NoOwners: os.Geteuid() != 0})
+	if err != nil {
+		return err
+	}
+	t.result("file_system", where)
+	t.result("files", fmt.Sprint(st.Files))
+	t.result("dirs", fmt.Sprint(st.Dirs))
+	t.result("bytes", fmt.Sprint(st.Bytes))
+	if st.Errors > 0 {
+		return fmt.Errorf("%d entries could not be copied, for example: %s", st.Errors, strings.Join(st.ErrorSamples, "; "))
+	}
+	return nil
 }

@@ -134,6 +134,8 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		return t.long(ctx, nodeCtx, cancel, t.repositoryPrune)
 	case apitypes.OpBackupVerify:
 		return t.long(ctx, nodeCtx, cancel, t.backupVerify)
+	case apitypes.OpBackupFiles:
+		return t.long(ctx, nodeCtx, cancel, t.backupFiles)
 	case apitypes.OpBackupRestore:
 		if p.VolumeID == "" { // into a file: no volume to lock
 			return t.long(ctx, nodeCtx, cancel, t.backupRestore)

@@ -395,7 +395,13 @@ func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) 
 	if err != nil {
 		return nil, err
 	}
-	o := &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, ToFile: t.Params["to_file"],
+	var files *apitypes.BackupFiles
+	if t.Kind == apitypes.OpBackupFiles {
+		part, _ := strconv.Atoi(t.Params["partition"])
+		files = &apitypes.BackupFiles{Include: strings.Split(t.Params["include"], "\x00"), Target: t.Params["target"],
+			Partition: part, Overwrite: t.Params["overwrite"] == "true"}
+	}
+	o := &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, ToFile: t.Params["to_file"], Files: files,
 		Backup: &apitypes.NodeBackup{ID: t.Params["backup_id"], Tags: []string{}},
 		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
 			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}
@@ -734,4 +740,48 @@ func markVerified(ctx context.Context, tx *meta.Tx, t meta.Task, res map[string]
 		}
 	}
 	return nil
+}
+
+// CopyBackupFiles queues a copy of files out of a disk image backup into a
+// directory on a node's host.
+func (s *Service) CopyBackupFiles(ctx context.Context, c Caller, ref string, req apitypes.BackupFiles) (apitypes.Task, error) {
+	if err := c.requireWrite(); err != nil {
+		return apitypes.Task{}, err
+	}
+	if len(req.Include) == 0 || req.Target == "" || !filepath.IsAbs(req.Target) {
+		return apitypes.Task{}, core.Invalid("give the paths to copy (include) and an absolute target directory on the node's host")
+	}
+	for _, p := range req.Include {
+		if !strings.HasPrefix(p, "/") {
+			return apitypes.Task{}, core.Invalid("include %q: give an absolute path inside the image, such as /etc/hosts", p)
+		}
+	}
+	if req.Partition < 0 {
+		return apitypes.Task{}, core.Invalid("partition %d: partitions count from 1", req.Partition)
+	}
+	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
+		b, err := backupByRef(ctx, tx, c, ref)
+		if err != nil {
+			return nil, err
+		}
+		if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
+			return nil, core.Conflict("not_ready", "backup %s is %s", b.ID, b.State)
+		}
+		r, err := tx.RepositoryByID(ctx, c.ProjectID, b.RepositoryID)
+		if err != nil {
+			return nil, err
+		}
+		nodeRef := req.Node
+		if kind, _, _ := location.Parse(r.URL); kind == location.Local {
+			nodeRef = r.NodeID
+		}
+		n, err := s.pickNode(ctx, tx, nodeRef)
+		if err != nil {
+			return nil, err
+		}
+		return &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupFiles, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
+			NodeID: n.ID, ResourceType: "backup", ResourceID: b.ID, CreatedAt: s.now(), Cancelable: true,
+			Params: map[string]string{"backup_id": b.ID, "repository_id": r.ID, "include": strings.Join(req.Include, "\x00"),
+				"target": filepath.Clean(req.Target), "partition": strconv.Itoa(req.Partition), "overwrite": strconv.FormatBool(req.Overwrite)}}, nil
+	})
 }

@@ -238,7 +238,7 @@ func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 	if t.Kind == apitypes.OpBackupCreate {
 		return s.backupOutcome(ctx, tx, t)
 	}
-	if t.Kind == apitypes.OpBackupRestore {
+	if t.Kind == apitypes.OpBackupRestore || t.Kind == apitypes.OpBackupFiles {
 		return s.restoreOutcome(ctx, tx, t)
 	}
 	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
@@ -450,7 +450,7 @@ func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apity
 	if t.Kind == apitypes.OpBackupForget {
 		return nil, s.commitForget(ctx, tx, t)
 	}
-	if t.Kind == apitypes.OpBackupVerify {
+	if t.Kind == apitypes.OpBackupVerify || t.Kind == apitypes.OpBackupFiles {
 		return nil, nil
 	}
 	o, err := s.outcome(ctx, tx, *t)
@@ -528,7 +528,7 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 	if t.Kind == apitypes.OpBackupRestore && t.Params["in_place"] != "true" {
 		return s.undoRestore(ctx, tx, t)
 	}
-	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
+	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify || t.Kind == apitypes.OpBackupFiles {
 		return nil
 	}
 	p := t.Params

@@ -166,3 +166,43 @@ func hasMagic(r io.ReaderAt, size, off int64, magic []byte) bool {
 	n, _ := r.ReadAt(b, off)
 	return n == len(b) && bytes.Equal(b, magic)
 }
+
+// Pick opens the file system of the disk to read: the one of partition n
+// (1-based), or, with n = 0, the only readable one; it also names it
+// ("partition 1").
+func Pick(r io.ReaderAt, size int64, n int) (fsimage.FS, string, error) {
+	vols, err := Open(r, size)
+	if err != nil {
+		return nil, "", err
+	}
+	var readable []Volume
+	var seen []string
+	for _, v := range vols {
+		if n > 0 {
+			if v.Partition != nil && v.Partition.Index == n {
+				if v.Err != nil {
+					return nil, "", v.Err
+				}
+				return v.FS, v.Name(), nil
+			}
+			continue
+		}
+		if v.Err == nil {
+			readable = append(readable, v)
+			seen = append(seen, v.Name()+" ("+v.Format+")")
+		}
+	}
+	switch {
+	case n > 0:
+		return nil, "", core.NotFound("the image has no partition %d", n)
+	case len(readable) == 1:
+		return readable[0].FS, readable[0].Name(), nil
+	case len(readable) == 0:
+		var why []string
+		for _, v := range vols {
+			why = append(why, v.Err.Error())
+		}
+		return nil, "", core.Invalid("no file system cairn can read in the image (%s)", strings.Join(why, "; "))
+	}
+	return nil, "", core.Invalid("the image holds %d readable file systems: %s; choose one with --partition", len(readable), strings.Join(seen, ", "))
+}

@@ -150,6 +150,7 @@ func TestDocumentMatchesAPITypes(t *testing.T) {
 		"BackupRestore":    apitypes.BackupRestore{},
 		"BackupForget":     apitypes.BackupForget{},
 		"BackupVerify":     apitypes.BackupVerify{},
+		"BackupFiles":      apitypes.BackupFiles{},
 	}
 	for name, v := range responses {
 		checkSchema(t, doc, name, reflect.TypeOf(v), true)
