@@ -231,6 +231,10 @@ func TestRebuildMetadata(t *testing.T) {
 	waitOK(t, ct)(ct.CreateSnapshot(ctx, "web", apitypes.SnapshotCreate{Name: "c"}))
 	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "plain", Size: 2 << 20}))
 	before := treeOf(t, ct, "web")
+	repoPW, err := c.GetRepository(ctx, "default", true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.Stop()
 	for _, f := range []string{"cairn.db", "cairn.db-wal", "cairn.db-shm", "admin.token"} {
 		os.Remove(filepath.Join(data, f))
@@ -249,6 +253,17 @@ func TestRebuildMetadata(t *testing.T) {
 	}
 	if p := mustVolume(t, srv.Client(t), "plain"); p.Size != 2<<20 {
 		t.Fatalf("rebuilt plain volume: %+v", p)
+	}
+	// The default repository outlives the metadata: the server starts,
+	// says so, and the repository is adopted back with its password.
+	if !strings.Contains(srv.Log(), "holds a repository the metadata does not know") {
+		t.Fatalf("no word about the orphaned default repository:\n%s", srv.Log())
+	}
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte(repoPW.Password+"\n"), 0o600)
+	cliOK(t, srv, "repository", "create", "default", "--url", repoPW.URL, "--password-file", pwFile)
+	if r, err := srv.Client(t).GetRepository(ctx, "default", false); err != nil || r.State != apitypes.RepositoryReady || !r.Default {
+		t.Fatalf("adopted repository: %+v %v", r, err)
 	}
 }
 

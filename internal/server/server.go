@@ -161,9 +161,17 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		// The embedded default backs up into DATA/repository until the
 		// operator adds another repository (made once, at the first start).
 		dir := filepath.Join(o.DataDir, "repository")
-		if err := svc.EnsureDefaultRepository(ctx, nodeID, dir, func(ctx context.Context, password string) error {
+		err := svc.EnsureDefaultRepository(ctx, nodeID, dir, func(ctx context.Context, password string) error {
 			return createLocalRepository(ctx, dir, password)
-		}); err != nil {
+		})
+		switch k := core.KindOf(err); {
+		case err == nil:
+		case k == core.KindUnauthorized || k == core.KindConflict:
+			// The metadata was lost or replaced, and the repository it
+			// made is still there: keep it, and say how to get it back.
+			o.Logger.Warn("the data directory holds a repository the metadata does not know: adopt it with `cairn repository create default --url "+
+				dir+" --password-file FILE` (its password), or move it away", "err", err)
+		default:
 			return fail(fmt.Errorf("default repository: %w", err))
 		}
 	}
