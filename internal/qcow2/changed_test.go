@@ -360,3 +360,69 @@ func TestChangedClustersRejects(t *testing.T) {
 		}
 	}
 }
+
+// The property again, over a history: random writes, snapshot creates,
+// applies and deletes in random order, and after each step every changed
+// byte between two of the snapshots still there lies in ChangedClusters.
+func TestChangedClustersSequence(t *testing.T) {
+	testenv.RequireTool(t, "qemu-img", "qemu-io")
+	t.Parallel()
+	for seed := range 3 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			changedSequence(t, uint64(seed))
+		})
+	}
+}
+
+func changedSequence(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x5e9))
+	dir := t.TempDir()
+	rnd := randomFile(t, dir, 1<<20, seed+7)
+	const size = 16 << 20
+	const cs = 65536
+	g := &writeGen{r: r, cs: cs, rnd: rnd, touched: map[int64]bool{}, maxLen: 1 << 20}
+	img := filepath.Join(dir, "disk.qcow2")
+	qemuImg(t, dir, "create", "-q", "-f", "qcow2", img, fmt.Sprint(size))
+	var snaps, log []string
+	next := 0
+	for step := range 16 {
+		op := r.IntN(10)
+		switch {
+		case op < 4:
+			qemuIO(t, img, g.writes(1+r.IntN(10), size)...)
+			log = append(log, "write")
+		case op < 7 || len(snaps) < 2:
+			name := fmt.Sprintf("s%d", next)
+			next++
+			snapshotCreate(t, img, name)
+			snaps = append(snaps, name)
+			log = append(log, "create "+name)
+		case op < 9:
+			name := snaps[r.IntN(len(snaps))]
+			qemuImg(t, dir, "snapshot", "-a", name, img)
+			log = append(log, "apply "+name)
+		default:
+			i := r.IntN(len(snaps))
+			qemuImg(t, dir, "snapshot", "-d", snaps[i], img)
+			log = append(log, "delete "+snaps[i])
+			snaps = append(snaps[:i], snaps[i+1:]...)
+		}
+		if len(snaps) < 2 {
+			continue
+		}
+		a, b := snaps[r.IntN(len(snaps))], snaps[r.IntN(len(snaps))]
+		im := mustOpen(t, img)
+		la, lb := mustLayer(t, im, a), mustLayer(t, im, b)
+		ch, err := ChangedClusters(la, lb)
+		if err != nil {
+			t.Fatalf("step %d (%v): ChangedClusters(%s, %s): %v", step, log, a, b, err)
+		}
+		rawA, rawB := toRaw(t, img, a), toRaw(t, img, b)
+		if miss := uncovered(differingClusters(t, rawA, rawB, cs), ch); len(miss) > 0 {
+			t.Fatalf("step %d (%v): %s and %s differ in %s, not in ChangedClusters %s", step, log, a, b, summary(miss), summary(ch))
+		}
+		os.Remove(rawA)
+		os.Remove(rawB)
+	}
+}
