@@ -214,7 +214,7 @@ func TestDrawTreeThousand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			head := tc.snaps[len(tc.snaps)-1].ID
-			out := DrawTree(tc.snaps, &head) // its speed: BenchmarkDrawTreeThousand
+			out := DrawTree(tc.snaps, &head) // its speed: BenchmarkDrawTree
 			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 			if len(lines) != 1001 {
 				t.Fatalf("got %d lines, want 1001 (1000 snapshots and the head)", len(lines))
@@ -264,23 +264,6 @@ func BenchmarkDrawTree(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
 				_ = DrawTree(tc.snaps, &head)
-			}
-		})
-	}
-}
-
-func BenchmarkDrawTreeThousand(b *testing.B) {
-	for _, tc := range []struct {
-		name  string
-		snaps []apitypes.Snapshot
-	}{
-		{"chain", chain(1000)},
-		{"bushy", bushy(1000)},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			head := tc.snaps[len(tc.snaps)-1].ID
-			for b.Loop() {
-				DrawTree(tc.snaps, &head)
 			}
 		})
 	}
