@@ -324,3 +324,41 @@ func TestBackupFiles(t *testing.T) {
 		t.Fatalf("a relative include: exit %d %s", code, errs)
 	}
 }
+
+// TestBackupRepositoryUnreachable: a backup whose repository cannot be
+// reached fails, keeps the previous backup's base, and the next backup is
+// still incremental.
+func TestBackupRepositoryUnreachable(t *testing.T) {
+	requireQEMU(t)
+	data := t.TempDir()
+	srv := startServer(t, serverOpts{data: data})
+	c := srv.Client(t)
+	ctx := testCtx(t)
+	waitRepositoryReady(t, c, "default")
+	task := waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "v", Size: 16 << 20}))
+	file := filepath.Join(data, "volumes", task.ResourceID+".qcow2")
+	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x42 0 4M", file)
+	var first apitypes.Backup
+	cliJSON(t, srv, &first, "backup", "create", "v")
+
+	repoDir := filepath.Join(data, "repository")
+	if err := os.Rename(repoDir, repoDir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := cli(t, srv, "backup", "create", "v")
+	if code != 5 {
+		t.Fatalf("backup into an unreachable repository: exit %d %s", code, errs)
+	}
+	if tags := systemTags(t, file); len(tags) != 1 || tags[0] != "cairn-sys-"+first.ID {
+		t.Fatalf("after the failed backup the system snapshots are %v, want only the first backup's", tags)
+	}
+	if err := os.Rename(repoDir+".away", repoDir); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x43 8M 64k", file)
+	var next apitypes.Backup
+	cliJSON(t, srv, &next, "backup", "create", "v")
+	if next.ParentBackupID != first.ID || next.BytesRead > 256<<10 {
+		t.Fatalf("the backup after the failure is not incremental from the first: %+v", next)
+	}
+}
