@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/nbd"
 	"github.com/cairn-backup/cairn/internal/repo"
+	"github.com/cairn-backup/cairn/internal/repo/format"
 )
 
 // backupExport serves an image backup over NBD, read-only, straight from
@@ -53,15 +54,7 @@ The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to listen on (beyond loopback anyone who can reach it can read the backup)")
 	cmd.Flags().StringVar(&name, "name", "", "export name (default: the backup's id)")
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
-		return ra.locked(ctx, false, "export", func(r *repo.Repository) error {
-			m, err := resolveBackup(ctx, r, args[0], f.filter())
-			if err != nil {
-				return err
-			}
-			ir, err := r.NewImageReader(ctx, m)
-			if err != nil {
-				return err
-			}
+		return ra.withImage(ctx, "export", args[0], f.filter(), func(m *format.Manifest, ir *repo.ImageReader) error {
 			if name == "" {
 				name = m.ID
 			}
@@ -91,4 +84,20 @@ The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
 		})
 	})
 	return cmd
+}
+
+// withImage runs body with a reader of the image backup spec names, the
+// repository locked (shared) meanwhile.
+func (ra *repoApp) withImage(ctx context.Context, command, spec string, filter repo.Filter, body func(*format.Manifest, *repo.ImageReader) error) error {
+	return ra.locked(ctx, false, command, func(r *repo.Repository) error {
+		m, err := resolveBackup(ctx, r, spec, filter)
+		if err != nil {
+			return err
+		}
+		ir, err := r.NewImageReader(ctx, m)
+		if err != nil {
+			return err
+		}
+		return body(m, ir)
+	})
 }

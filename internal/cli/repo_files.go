@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/fsimage"
 	"github.com/cairn-backup/cairn/internal/fsimage/mount"
 	"github.com/cairn-backup/cairn/internal/repo"
+	"github.com/cairn-backup/cairn/internal/repo/format"
 )
 
 func (ra *repoApp) filesCommand() *cobra.Command {
@@ -44,15 +45,7 @@ shows a directory instead. With several readable file systems, --partition picks
 		if (list == "") == (len(includes) == 0) || (len(includes) > 0) != (target != "") {
 			return core.Invalid("give --include PATH... with --target DIR, or --list PATH")
 		}
-		return ra.locked(ctx, false, "files", func(r *repo.Repository) error {
-			m, err := resolveBackup(ctx, r, args[0], f.filter())
-			if err != nil {
-				return err
-			}
-			ir, err := r.NewImageReader(ctx, m)
-			if err != nil {
-				return err
-			}
+		return ra.withImage(ctx, "files", args[0], f.filter(), func(m *format.Manifest, ir *repo.ImageReader) error {
 			fsys, where, err := mount.Pick(ir, ir.Size(), partition)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", m.ID, err)
