@@ -17,7 +17,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 )
@@ -193,7 +192,7 @@ func loadFixture(t testing.TB, name string) *sparseImage {
 	}
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
-		t.Fatalf("fixture %s: %v (regenerate with CAIRN_XFS_FIXTURES=1 go test -run TestGenerate)", name, err)
+		t.Fatalf("fixture %s: %v (regenerate with go test -tags xfsfixtures -run TestGenerate)", name, err)
 	}
 	s, err := decodeFixture(data)
 	if err != nil {
@@ -201,38 +200,6 @@ func loadFixture(t testing.TB, name string) *sparseImage {
 	}
 	fixtureCache.Store(name, s)
 	return s
-}
-
-// TestGenerateFixtures rewrites testdata/*.xfsz from fresh mkfs.xfs images.
-// It runs only when asked: the committed files are what the other tests
-// use, so that they do not change from run to run. Regenerate the fuzz
-// seeds with them (their patches name blocks of the images):
-//
-//	CAIRN_XFS_FIXTURES=1 go test -run TestGenerate ./internal/fsimage/xfs/
-func TestGenerateFixtures(t *testing.T) {
-	if os.Getenv("CAIRN_XFS_FIXTURES") == "" {
-		t.Skip("set CAIRN_XFS_FIXTURES=1 to regenerate testdata/*.xfsz")
-	}
-	names := make([]string, 0, len(fixtureConfigs))
-	for name := range fixtureConfigs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		cfg := fixtureConfigs[name]
-		b := buildImage(t, cfg)
-		checkForms(t, b)
-		s := sparseFromFile(t, b.img, cfg.blockSize)
-		data, err := encodeFixture(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("testdata", name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fixtureCache.Delete(name) // TestGenerateFuzzSeeds must see the new one
-		t.Logf("%s: %d non-zero blocks, %d bytes compressed", name, len(s.index), len(data))
-	}
 }
 
 // openSparse opens an FS over a sparse image.
