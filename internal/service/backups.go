@@ -116,7 +116,7 @@ func (s *Service) backupOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (
 	if err != nil {
 		return nil, err
 	}
-	sec, err := s.openSecrets(r)
+	nr, err := s.nodeRepository(r)
 	if err != nil {
 		return nil, err
 	}
@@ -137,9 +137,7 @@ func (s *Service) backupOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (
 	} else if !meta.IsNoRows(err) {
 		return nil, err
 	}
-	return &outcome{vol: v, plan: apitypes.Plan{Op: t.Kind, VolumeID: v.ID, Tag: systemTag(b.ID), Backup: nb,
-		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
-			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}, nil
+	return &outcome{vol: v, plan: apitypes.Plan{Op: t.Kind, VolumeID: v.ID, Tag: systemTag(b.ID), Backup: nb, Repository: nr}}, nil
 }
 
 // commitBackup records a finished backup: its figures, its system snapshot
@@ -391,7 +389,7 @@ func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) 
 	if err != nil {
 		return nil, err
 	}
-	sec, err := s.openSecrets(r)
+	nr, err := s.nodeRepository(r)
 	if err != nil {
 		return nil, err
 	}
@@ -402,9 +400,7 @@ func (s *Service) restoreOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) 
 			Partition: part, Overwrite: t.Params["overwrite"] == "true"}
 	}
 	o := &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, ToFile: t.Params["to_file"], Files: files,
-		Backup: &apitypes.NodeBackup{ID: t.Params["backup_id"], Tags: []string{}},
-		Repository: &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
-			S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}}}
+		Backup: &apitypes.NodeBackup{ID: t.Params["backup_id"], Tags: []string{}}, Repository: nr}}
 	if t.VolumeID == "" {
 		return o, nil
 	}
@@ -573,7 +569,14 @@ func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, re
 // forgetOutcome makes the plan of a forget (or of a backup verify): the
 // repository and the backups to remove (or check), decided when asked for.
 func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
-	o, err := s.restoreOutcome(ctx, tx, meta.Task{ProjectID: t.ProjectID, Params: t.Params})
+	r, err := tx.RepositoryByID(ctx, t.ProjectID, t.Params["repository_id"])
+	if meta.IsNoRows(err) {
+		return nil, core.NotFound("repository %s no longer exists", t.Params["repository_id"])
+	}
+	if err != nil {
+		return nil, err
+	}
+	nr, err := s.nodeRepository(r)
 	if err != nil {
 		return nil, err
 	}
@@ -581,9 +584,8 @@ func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (
 	if t.Kind == apitypes.OpBackupVerify {
 		ids = t.Params["backups"]
 	}
-	o.plan = apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, Repository: o.plan.Repository,
-		Forget: strings.Fields(ids), DryRun: t.Params["dry_run"] == "true"}
-	return o, nil
+	return &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, Repository: nr,
+		Forget: strings.Fields(ids), DryRun: t.Params["dry_run"] == "true"}}, nil
 }
 
 // commitForget drops the forgotten backups (and the system snapshot row of

@@ -352,6 +352,17 @@ func (s *Service) EnsureDefaultRepository(ctx context.Context, nodeID, dir strin
 	})
 }
 
+// nodeRepository is what a node needs to open r: its location and its
+// secrets, unsealed.
+func (s *Service) nodeRepository(r meta.Repository) (*apitypes.NodeRepository, error) {
+	sec, err := s.openSecrets(r)
+	if err != nil {
+		return nil, err
+	}
+	return &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, S3AccessKey: sec.S3AccessKey,
+		S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}, nil
+}
+
 func isRepositoryOp(kind string) bool { return strings.HasPrefix(kind, "repository.") }
 
 // repositoryOutcome makes the plan of a repository task: the repository's
@@ -364,12 +375,11 @@ func (s *Service) repositoryOutcome(ctx context.Context, tx *meta.Tx, t meta.Tas
 	if err != nil {
 		return nil, err
 	}
-	sec, err := s.openSecrets(r)
+	nr, err := s.nodeRepository(r)
 	if err != nil {
 		return nil, err
 	}
-	nr := &apitypes.NodeRepository{ID: r.ID, URL: r.URL, Password: sec.Password, Adopt: t.Params["adopt"] == "true",
-		S3AccessKey: sec.S3AccessKey, S3SecretKey: sec.S3SecretKey, S3Region: r.S3Region}
+	nr.Adopt = t.Params["adopt"] == "true"
 	if p := t.Params["read_data_percent"]; p != "" {
 		fmt.Sscan(p, &nr.ReadData)
 	}
