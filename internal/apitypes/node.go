@@ -38,6 +38,10 @@ const (
 	OpBackupForget  = "backup.forget"
 	OpBackupVerify  = "backup.verify"
 	OpBackupFiles   = "backup.files"
+	// OpBackupExport starts serving a backup read-only over NBD (Plan.Export
+	// names it, Plan.Backup the backup); OpBackupUnexport stops it.
+	OpBackupExport   = "backup.export"
+	OpBackupUnexport = "backup.unexport"
 )
 
 // NodeTask is a claimed task with the plan the server computed for it at claim
@@ -223,6 +227,9 @@ type InventorySnapshot struct {
 // NodeVolumes answers a node's request for the volumes and exports it must hold.
 type NodeVolumes struct {
 	Volumes []NodeVolume `json:"volumes"`
+	// BackupExports are the plans of the backup exports the node must serve
+	// again (OpBackupExport), on their recorded ports and names.
+	BackupExports []Plan `json:"backup_exports,omitempty"`
 }
 
 type NodeVolume struct {

@@ -275,7 +275,30 @@ type Backup struct {
 	BytesAdded     int64     `json:"bytes_added"`  // stored bytes it added to the repository
 	Files          int64     `json:"files,omitempty"`
 	DurationMS     int64     `json:"duration_ms"`
-	Error          string    `json:"error,omitempty"`
+	// UniqueBytes is the stored size only this backup holds: what forgetting
+	// it and pruning would free. Server backups only; refreshed after each
+	// backup and forget in the repository.
+	UniqueBytes *int64 `json:"unique_bytes,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// BackupExport is a backup served read-only over NBD by a node, straight
+// from the repository: nothing is restored first. URI is nbd://HOST:PORT/NAME,
+// or nbds://... when it requires TLS (client credentials: GET
+// /v1/backups/{b}/exports/{e}/credentials).
+type BackupExport struct {
+	ID        string    `json:"id"`
+	BackupID  string    `json:"backup_id"`
+	URI       string    `json:"uri"`
+	TLS       bool      `json:"tls"`
+	State     string    `json:"state"` // starting, ready, stopping, error
+	Node      string    `json:"node"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// BackupExportCreate asks for a backup export.
+type BackupExportCreate struct {
+	Node string `json:"node,omitempty"` // default: a node that reaches the repository
 }
 
 // BackupCreate asks for a backup of a volume.

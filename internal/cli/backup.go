@@ -18,7 +18,7 @@ import (
 func (a *app) backupCommand() *cobra.Command {
 	cmd := groupCommand("backup", "Back up volumes into repositories, and list their backups", "backups")
 	cmd.AddCommand(a.backupCreateCommand(), a.backupListCommand(), a.backupShowCommand(), a.backupRestoreCommand(),
-		a.backupForgetCommand(), a.backupVerifyCommand(), a.backupFilesCommand())
+		a.backupForgetCommand(), a.backupVerifyCommand(), a.backupFilesCommand(), a.backupExportCommand(), a.backupUnexportCommand())
 	return cmd
 }
 
@@ -90,14 +90,24 @@ func (a *app) backupListCommand() *cobra.Command {
 						state += " (" + b.Error + ")"
 					}
 					rows = append(rows, []string{b.ID, b.CreatedAt.Local().Format("2006-01-02 15:04:05"), orDash(b.Volume), orDash(b.Repository),
-						state, core.FormatSize(b.LogicalSize), core.FormatSize(b.BytesRead), core.FormatSize(b.BytesAdded), orDash(shortID(b.ParentBackupID))})
+						state, core.FormatSize(b.LogicalSize), core.FormatSize(b.BytesRead), core.FormatSize(b.BytesAdded), uniqueSize(b),
+						orDash(shortID(b.ParentBackupID))})
 				}
-				table(a.stdout, []string{"ID", "CREATED", "VOLUME", "REPOSITORY", "STATE", "SIZE", "READ", "ADDED", "PARENT"}, rows)
+				table(a.stdout, []string{"ID", "CREATED", "VOLUME", "REPOSITORY", "STATE", "SIZE", "READ", "ADDED", "UNIQUE", "PARENT"}, rows)
 			})
 		}),
 	}
 	cmd.Flags().StringVar(&repository, "repository", "", "only backups in this repository")
 	return cmd
+}
+
+// uniqueSize is what only this backup holds: forgetting it and pruning
+// frees that much.
+func uniqueSize(b apitypes.Backup) string {
+	if b.UniqueBytes == nil {
+		return "-"
+	}
+	return core.FormatSize(*b.UniqueBytes)
 }
 
 func (a *app) backupShowCommand() *cobra.Command {
@@ -118,6 +128,7 @@ func (a *app) backupShowCommand() *cobra.Command {
 				kv := [][2]string{{"id", b.ID}, {"volume", orDash(b.Volume) + " (" + b.VolumeID + ")"}, {"repository", orDash(b.Repository)},
 					{"state", b.State}, {"created", b.CreatedAt.Local().Format("2006-01-02 15:04:05 MST")},
 					{"size", core.FormatSize(b.LogicalSize)}, {"read", core.FormatSize(b.BytesRead)}, {"added", core.FormatSize(b.BytesAdded)},
+					{"unique", uniqueSize(b)},
 					{"duration", fmt.Sprintf("%.1fs", float64(b.DurationMS)/1000)}, {"parent", orDash(b.ParentBackupID)}, {"tags", strings.Join(b.Tags, " ")}}
 				if b.Error != "" {
 					kv = append(kv, [2]string{"error", b.Error})

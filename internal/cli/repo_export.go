@@ -12,28 +12,8 @@ import (
 	"github.com/cairn-backup/cairn/internal/nbd"
 	"github.com/cairn-backup/cairn/internal/repo"
 	"github.com/cairn-backup/cairn/internal/repo/format"
+	"github.com/cairn-backup/cairn/internal/repo/nbdexport"
 )
-
-// backupExport serves an image backup over NBD, read-only, straight from
-// the repository.
-type backupExport struct {
-	ir   *repo.ImageReader
-	desc string
-}
-
-func (e *backupExport) Size() int64                             { return e.ir.Size() }
-func (e *backupExport) ReadAt(p []byte, off int64) (int, error) { return e.ir.ReadAt(p, off) }
-func (e *backupExport) Description() string                     { return e.desc }
-
-// Extents reports all-zero chunks (never stored) as holes.
-func (e *backupExport) Extents(off, length int64) ([]nbd.Extent, error) {
-	exts, err := e.ir.Extents(off, length)
-	out := make([]nbd.Extent, len(exts))
-	for i, x := range exts {
-		out[i] = nbd.Extent{Length: x.Length, Hole: x.Zero, Zero: x.Zero}
-	}
-	return out, err
-}
 
 func (ra *repoApp) exportCommand() *cobra.Command {
 	var (
@@ -62,7 +42,7 @@ The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
 			if err != nil {
 				return core.Invalid("listening on %s: %v", listen, err)
 			}
-			exp := &backupExport{ir: ir, desc: fmt.Sprintf("cairn backup %s of %s", m.ID, m.Paths)}
+			exp := nbdexport.New(ir, fmt.Sprintf("cairn backup %s of %s", m.ID, m.Paths))
 			srv := &nbd.Server{ReadOnly: true, Lookup: func(n string) (nbd.Export, bool) {
 				if n == name || n == "" {
 					return exp, true

@@ -361,7 +361,12 @@ API's answer, private key included.`,
 // writes them into dir under the names QEMU's tls-creds-x509 reads on the
 // client side.
 func (a *app) writeExportCredentials(ctx context.Context, c *client.Client, volume, exportID, dir string) (apitypes.ExportCredentials, error) {
-	cr, err := c.ExportCredentials(ctx, volume, exportID)
+	return writeCredentials(dir, func() (apitypes.ExportCredentials, error) { return c.ExportCredentials(ctx, volume, exportID) })
+}
+
+// writeCredentials writes the credentials fetch returns into dir.
+func writeCredentials(dir string, fetch func() (apitypes.ExportCredentials, error)) (apitypes.ExportCredentials, error) {
+	cr, err := fetch()
 	if err != nil {
 		return cr, err
 	}
@@ -423,7 +428,11 @@ func (a *app) volumeUnexportCommand() *cobra.Command {
 			if len(match) == 0 {
 				return core.NotFound("%s is not exported", args[0])
 			}
-			return a.unexport(ctx, c, v.ID, args[0], match)
+			uris := make([]string, len(match))
+			for i, e := range match {
+				uris[i] = e.URI
+			}
+			return a.unexport(ctx, c, args[0], uris, func(i int) (apitypes.Task, error) { return c.DeleteExport(ctx, v.ID, match[i].ID) })
 		}),
 	}
 }
@@ -431,10 +440,10 @@ func (a *app) volumeUnexportCommand() *cobra.Command {
 // unexport deletes exports one after the other. The JSON output is the final
 // (or, with --no-wait, the queued) task, or an array of them when there were
 // several exports.
-func (a *app) unexport(ctx context.Context, c *client.Client, volumeID, what string, exports []apitypes.Export) error {
+func (a *app) unexport(ctx context.Context, c *client.Client, what string, uris []string, stop func(i int) (apitypes.Task, error)) error {
 	var tasks []apitypes.Task
-	for _, e := range exports {
-		t, err := c.DeleteExport(ctx, volumeID, e.ID)
+	for i := range uris {
+		t, err := stop(i)
 		if err != nil {
 			return err
 		}
@@ -455,7 +464,7 @@ func (a *app) unexport(ctx context.Context, c *client.Client, volumeID, what str
 		if a.noWait {
 			fmt.Fprintf(a.stdout, "task %s %s (%s); follow it with: cairn task wait %s\n", t.ID, t.State, t.Kind, t.ID)
 		} else {
-			fmt.Fprintf(a.stdout, "unexported %s (%s)\n", what, exports[i].URI)
+			fmt.Fprintf(a.stdout, "unexported %s (%s)\n", what, uris[i])
 		}
 	}
 	return nil

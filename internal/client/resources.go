@@ -368,3 +368,39 @@ func (c *Client) CopyBackupFiles(ctx context.Context, backup string, in apitypes
 	err := c.post(ctx, p("/v1/backups/", backup, "/files"), in, &out)
 	return out, err
 }
+
+// CreateBackupExport starts serving a backup over NBD; the task's
+// ResourceID is the export.
+func (c *Client) CreateBackupExport(ctx context.Context, backup string, in apitypes.BackupExportCreate) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.post(ctx, p("/v1/backups/", backup, "/exports"), in, &out)
+	return out, err
+}
+
+// BackupExports returns every export of a backup.
+func (c *Client) BackupExports(ctx context.Context, backup string) ([]apitypes.BackupExport, error) {
+	return all(ctx, func(ctx context.Context, o ListOptions) (apitypes.List[apitypes.BackupExport], error) {
+		return list[apitypes.BackupExport](ctx, c, p("/v1/backups/", backup, "/exports"), o, nil)
+	})
+}
+
+// GetBackupExport returns an export of a backup.
+func (c *Client) GetBackupExport(ctx context.Context, backup, export string) (apitypes.BackupExport, error) {
+	var out apitypes.BackupExport
+	err := c.get(ctx, p("/v1/backups/", backup, "/exports/", export), nil, &out)
+	return out, err
+}
+
+// BackupExportCredentials issues client credentials for a TLS backup export.
+func (c *Client) BackupExportCredentials(ctx context.Context, backup, export string) (apitypes.ExportCredentials, error) {
+	var out apitypes.ExportCredentials
+	err := c.get(ctx, p("/v1/backups/", backup, "/exports/", export, "/credentials"), nil, &out)
+	return out, err
+}
+
+// DeleteBackupExport stops a backup export.
+func (c *Client) DeleteBackupExport(ctx context.Context, backup, export string) (apitypes.Task, error) {
+	var out apitypes.Task
+	err := c.del(ctx, p("/v1/backups/", backup, "/exports/", export), nil, &out)
+	return out, err
+}

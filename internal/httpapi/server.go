@@ -427,6 +427,30 @@ func (h *Handler) routes() {
 		v, err := s.RestoreBackup(r.Context(), c, r.PathValue("backup"), req)
 		return res(accepted, v, err)
 	})
+	h.handle("GET /v1/backups/{backup}/exports", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.ListBackupExports(r.Context(), c, r.PathValue("backup"))
+		return res(ok, v, err)
+	})
+	h.handle("POST /v1/backups/{backup}/exports", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.BackupExportCreate
+		if err := decodeOptional(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.CreateBackupExport(r.Context(), c, r.PathValue("backup"), req)
+		return res(accepted, v, err)
+	})
+	h.handle("GET /v1/backups/{backup}/exports/{export}", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.GetBackupExport(r.Context(), c, r.PathValue("backup"), r.PathValue("export"))
+		return res(ok, v, err)
+	})
+	h.handle("DELETE /v1/backups/{backup}/exports/{export}", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.DeleteBackupExport(r.Context(), c, r.PathValue("backup"), r.PathValue("export"))
+		return res(accepted, v, err)
+	})
+	h.handle("GET /v1/backups/{backup}/exports/{export}/credentials", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.BackupExportCredentials(r.Context(), c, r.PathValue("backup"), r.PathValue("export"))
+		return res(ok, v, err)
+	})
 
 	// repositories
 	h.handle("GET /v1/repositories", func(r *http.Request, c service.Caller) (result, error) {

@@ -120,7 +120,25 @@ type Backup struct {
 	BytesRead    int64
 	BytesAdded   int64
 	DurationMS   int64
+	UniqueBytes  int64 // stored bytes only this backup holds
 	Error        string
+	CreatedAt    time.Time
+}
+
+// BackupExport is a backup a node serves read-only over NBD.
+type BackupExport struct {
+	ID           string
+	ProjectID    string
+	BackupID     string
+	RepositoryID string
+	NodeID       string
+	Name         string
+	Address      string
+	Port         int
+	State        string
+	TLS          bool
+	TLSCert      string
+	TLSKey       string
 	CreatedAt    time.Time
 }
 
@@ -605,21 +623,21 @@ func (t *Tx) Repositories(ctx context.Context, projectID, afterName string, limi
 
 // ---- backups ----
 
-const backupCols = `id, project_id, repository_id, volume_id, state, base_tag, parent_id, logical_size, bytes_read, bytes_added, duration_ms, error, created_at`
+const backupCols = `id, project_id, repository_id, volume_id, state, base_tag, parent_id, logical_size, bytes_read, bytes_added, duration_ms, error, created_at, unique_bytes`
 
 func scanBackup(s interface{ Scan(...any) error }) (Backup, error) {
 	var b Backup
 	var created string
 	err := s.Scan(&b.ID, &b.ProjectID, &b.RepositoryID, &b.VolumeID, &b.State, &b.BaseTag, &b.ParentID, &b.LogicalSize,
-		&b.BytesRead, &b.BytesAdded, &b.DurationMS, &b.Error, &created)
+		&b.BytesRead, &b.BytesAdded, &b.DurationMS, &b.Error, &created, &b.UniqueBytes)
 	b.CreatedAt = parseTime(created)
 	return b, err
 }
 
 func (t *Tx) InsertBackup(ctx context.Context, b Backup) error {
-	_, err := t.exec(ctx, `INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(ctx, `INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		b.ID, b.ProjectID, b.RepositoryID, b.VolumeID, b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead,
-		b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt))
+		b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt), b.UniqueBytes)
 	return err
 }
 
@@ -631,8 +649,9 @@ func (t *Tx) DeleteBackup(ctx context.Context, id string) error {
 // UpdateBackup stores everything of a backup but its identity.
 func (t *Tx) UpdateBackup(ctx context.Context, b Backup) error {
 	_, err := t.exec(ctx, `UPDATE backups SET state = ?, base_tag = ?, parent_id = ?, logical_size = ?, bytes_read = ?,
-		bytes_added = ?, duration_ms = ?, error = ?, created_at = ? WHERE id = ?`,
-		b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead, b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt), b.ID)
+		bytes_added = ?, duration_ms = ?, error = ?, created_at = ?, unique_bytes = ? WHERE id = ?`,
+		b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead, b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt),
+		b.UniqueBytes, b.ID)
 	return err
 }
 
@@ -698,6 +717,81 @@ func (t *Tx) backups(ctx context.Context, q string, args ...any) ([]Backup, erro
 			return nil, err
 		}
 		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// SetUniqueBytes stores what each backup of a repository alone holds;
+// backups missing from sizes hold nothing alone.
+func (t *Tx) SetUniqueBytes(ctx context.Context, repositoryID string, sizes map[string]int64) error {
+	if _, err := t.exec(ctx, `UPDATE backups SET unique_bytes = 0 WHERE repository_id = ?`, repositoryID); err != nil {
+		return err
+	}
+	for id, n := range sizes {
+		if _, err := t.exec(ctx, `UPDATE backups SET unique_bytes = ? WHERE repository_id = ? AND id = ?`, n, repositoryID, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- backup exports ----
+
+const backupExportCols = `id, project_id, backup_id, repository_id, node_id, name, address, port, state, tls, tls_cert, tls_key, created_at`
+
+func scanBackupExport(s interface{ Scan(...any) error }) (BackupExport, error) {
+	var e BackupExport
+	var tls int
+	var created string
+	err := s.Scan(&e.ID, &e.ProjectID, &e.BackupID, &e.RepositoryID, &e.NodeID, &e.Name, &e.Address, &e.Port, &e.State,
+		&tls, &e.TLSCert, &e.TLSKey, &created)
+	e.TLS = tls != 0
+	e.CreatedAt = parseTime(created)
+	return e, err
+}
+
+func (t *Tx) InsertBackupExport(ctx context.Context, e BackupExport) error {
+	_, err := t.exec(ctx, `INSERT INTO backup_exports (`+backupExportCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.ProjectID, e.BackupID, e.RepositoryID, e.NodeID, e.Name, e.Address, e.Port, e.State, boolInt(e.TLS),
+		e.TLSCert, e.TLSKey, FormatTime(e.CreatedAt))
+	return err
+}
+
+// UpdateBackupExport stores an export's port, state and server certificate.
+func (t *Tx) UpdateBackupExport(ctx context.Context, e BackupExport) error {
+	_, err := t.exec(ctx, `UPDATE backup_exports SET port = ?, state = ?, tls_cert = ?, tls_key = ? WHERE id = ?`,
+		e.Port, e.State, e.TLSCert, e.TLSKey, e.ID)
+	return err
+}
+
+func (t *Tx) DeleteBackupExport(ctx context.Context, id string) error {
+	_, err := t.exec(ctx, `DELETE FROM backup_exports WHERE id = ?`, id)
+	return err
+}
+
+func (t *Tx) BackupExportByID(ctx context.Context, projectID, id string) (BackupExport, error) {
+	return scanBackupExport(t.queryRow(ctx, `SELECT `+backupExportCols+` FROM backup_exports WHERE project_id = ? AND id = ?`, projectID, id))
+}
+
+// BackupExports lists the exports of a backup (backupID set) or of every
+// backup a node serves (nodeID set), oldest first.
+func (t *Tx) BackupExports(ctx context.Context, backupID, nodeID string) ([]BackupExport, error) {
+	q, arg := `SELECT `+backupExportCols+` FROM backup_exports WHERE backup_id = ? ORDER BY created_at, id`, backupID
+	if backupID == "" {
+		q, arg = `SELECT `+backupExportCols+` FROM backup_exports WHERE node_id = ? ORDER BY created_at, id`, nodeID
+	}
+	rows, err := t.query(ctx, q, arg)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []BackupExport
+	for rows.Next() {
+		e, err := scanBackupExport(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
 	}
 	return out, rows.Err()
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -105,6 +106,7 @@ func (t *task) backupCreate(ctx context.Context) (err error) {
 	t.result("bytes_read", fmt.Sprint(m.Summary.BytesRead))
 	t.result("bytes_added", fmt.Sprint(m.Summary.BytesAdded))
 	t.result("duration_ms", fmt.Sprint(time.Since(start).Milliseconds()))
+	t.recordUniqueBytes(ctx, r)
 	// One base per volume and repository: the old one goes. The backup is
 	// committed; a failure here only leaves an extra system snapshot.
 	if nb.BaseTag != "" && nb.BaseTag != p.Tag {
@@ -323,7 +325,30 @@ func (t *task) backupForget(ctx context.Context) error {
 	if p.DryRun || len(present) == 0 {
 		return nil
 	}
-	return r.Forget(ctx, present)
+	if err := r.Forget(ctx, present); err != nil {
+		return err
+	}
+	t.recordUniqueBytes(ctx, r)
+	return nil
+}
+
+// recordUniqueBytes measures what each backup of the repository alone
+// holds (result unique_bytes, a JSON object of id to bytes). A failure only
+// leaves the figures as they were.
+func (t *task) recordUniqueBytes(ctx context.Context, r *repo.Repository) {
+	st, err := r.Stats(ctx)
+	if err != nil {
+		t.w.log().Warn("measuring the backups' unique bytes", "err", err)
+		return
+	}
+	sizes := make(map[string]int64, len(st.PerBackup))
+	for _, b := range st.PerBackup {
+		sizes[b.ID] = b.OnlyBytes
+	}
+	data, err := json.Marshal(sizes)
+	if err == nil {
+		t.result("unique_bytes", string(data))
+	}
 }
 
 // writeInPlace writes the restored raw image src into the volume's live

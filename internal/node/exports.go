@@ -221,6 +221,7 @@ func (w *Worker) stopAllExports() {
 		_, _ = w.stopLiveExport(ctx, vid)
 		unlock()
 	}
+	w.stopBackupExports(ctx)
 }
 
 // tlsDir is where a TLS export's credentials live while it runs.

@@ -111,6 +111,17 @@ func (w *Worker) reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	// Backup exports come back in the background: opening a repository
+	// may wait for a prune's lock, which must not hold up the node's start.
+	for _, p := range resp.BackupExports {
+		go func() {
+			if _, err := w.startBackupExport(ctx, p); err != nil && p.Export != nil {
+				w.log().Error("restoring a backup export failed", "export", p.Export.ID, "port", p.Export.Port, "err", err)
+			} else if ctx.Err() != nil && p.Export != nil { // the node stopped meanwhile
+				_ = w.stopBackupExport(context.Background(), p.Export.ID)
+			}
+		}()
+	}
 	w.log().Info("inventory reported", "volumes", len(inv.Volumes))
 	return nil
 }

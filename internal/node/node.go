@@ -72,9 +72,10 @@ type Worker struct {
 
 	locks volumeLocks
 
-	mu    sync.Mutex             // guards live and snaps
-	live  map[string]*liveExport // by volume id: the daemon holding the volume
-	snaps map[string]*snapExport // by export id
+	mu      sync.Mutex               // guards live, snaps and backups
+	live    map[string]*liveExport   // by volume id: the daemon holding the volume
+	snaps   map[string]*snapExport   // by export id
+	backups map[string]*backupServer // by export id
 
 	uncleanStart bool // the previous run did not stop cleanly
 }
@@ -122,6 +123,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.live = map[string]*liveExport{}
 	w.snaps = map[string]*snapExport{}
+	w.backups = map[string]*backupServer{}
 	for _, dir := range []string{w.volumesDir(), w.runDir()} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err

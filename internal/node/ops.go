@@ -136,6 +136,10 @@ func (t *task) execute(ctx, nodeCtx context.Context, cancel context.CancelFunc) 
 		return t.long(ctx, nodeCtx, cancel, t.backupVerify)
 	case apitypes.OpBackupFiles:
 		return t.long(ctx, nodeCtx, cancel, t.backupFiles)
+	case apitypes.OpBackupExport:
+		return t.backupExport(ctx)
+	case apitypes.OpBackupUnexport:
+		return t.backupUnexport(ctx)
 	case apitypes.OpBackupRestore:
 		if p.VolumeID == "" { // into a file: no volume to lock
 			return t.long(ctx, nodeCtx, cancel, t.backupRestore)

@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +22,7 @@ func systemTag(backupID string) string { return SystemTagPrefix + backupID }
 func (s *Service) backupJSON(ctx context.Context, tx *meta.Tx, b meta.Backup) (apitypes.Backup, error) {
 	out := apitypes.Backup{ID: b.ID, Kind: "image", State: b.State, VolumeID: b.VolumeID, CreatedAt: b.CreatedAt,
 		Paths: []string{}, Tags: []string{}, ParentBackupID: b.ParentID, LogicalSize: b.LogicalSize, BytesRead: b.BytesRead,
-		BytesAdded: b.BytesAdded, DurationMS: b.DurationMS, Error: b.Error}
+		BytesAdded: b.BytesAdded, DurationMS: b.DurationMS, UniqueBytes: &b.UniqueBytes, Error: b.Error}
 	if v, err := tx.VolumeByID(ctx, b.VolumeID); err == nil {
 		out.Volume = v.Name
 		out.Tags = []string{"volume=" + v.Name, "volume_id=" + v.ID}
@@ -160,6 +162,9 @@ func (s *Service) commitBackup(ctx context.Context, tx *meta.Tx, t *meta.Task, r
 	if err := tx.UpdateBackup(ctx, b); err != nil {
 		return err
 	}
+	if err := storeUniqueBytes(ctx, tx, b.RepositoryID, res); err != nil {
+		return err
+	}
 	if sn, err := tx.SnapshotByID(ctx, b.VolumeID, t.Params["snapshot_id"]); err == nil {
 		sn.State = apitypes.SnapshotReady
 		if err := tx.UpdateSnapshot(ctx, sn); err != nil {
@@ -208,6 +213,21 @@ func (s *Service) undoBackup(ctx context.Context, tx *meta.Tx, t meta.Task, res 
 		b.Error = res.Error
 	}
 	return tx.UpdateBackup(ctx, b)
+}
+
+// storeUniqueBytes keeps what each backup of a repository alone holds, as
+// the node measured it after a backup or forget (result "unique_bytes", a
+// JSON object of backup id to bytes; absent when measuring failed).
+func storeUniqueBytes(ctx context.Context, tx *meta.Tx, repositoryID string, res apitypes.NodeComplete) error {
+	raw := res.Result["unique_bytes"]
+	if raw == "" {
+		return nil
+	}
+	var sizes map[string]int64
+	if err := json.Unmarshal([]byte(raw), &sizes); err != nil {
+		return fmt.Errorf("the node's unique_bytes: %w", err)
+	}
+	return tx.SetUniqueBytes(ctx, repositoryID, sizes)
 }
 
 // backupByRef finds a backup of the caller's project by id or unique id prefix.
@@ -486,8 +506,11 @@ func (s *Service) commitRestore(ctx context.Context, tx *meta.Tx, t *meta.Task, 
 }
 
 // undoRestore removes the volume a failed restore was making.
-func (s *Service) undoRestore(ctx context.Context, tx *meta.Tx, t meta.Task) error {
-	if t.VolumeID == "" || t.Params["in_place"] == "true" {
+func (s *Service) undoRestore(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error {
+	if t.Params["in_place"] == "true" {
+		return s.undoVolumeOp(ctx, tx, t, r) // the safety snapshot, the volume's state
+	}
+	if t.VolumeID == "" {
 		return nil
 	}
 	v, err := tx.VolumeByID(ctx, t.VolumeID)
@@ -550,11 +573,24 @@ func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, re
 		for i, b := range cands {
 			items[i] = retention.Item{Time: b.CreatedAt}
 		}
-		var forget, keep []string
+		served := map[string]bool{}
+		for _, b := range cands {
+			es, err := tx.BackupExports(ctx, b.ID, "")
+			if err != nil {
+				return nil, err
+			}
+			served[b.ID] = len(es) > 0
+		}
+		var forget, keep, exported []string
 		for i, d := range retention.Apply(items, pol) {
-			if d.Keep {
+			switch {
+			case d.Keep:
 				keep = append(keep, cands[i].ID)
-			} else {
+			case served[cands[i].ID]:
+				// Served over NBD: it stays until unexported.
+				keep = append(keep, cands[i].ID)
+				exported = append(exported, cands[i].ID)
+			default:
 				forget = append(forget, cands[i].ID)
 			}
 		}
@@ -562,6 +598,9 @@ func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, re
 			NodeID: r.NodeID, VolumeID: v.ID, ResourceType: "volume", ResourceID: v.ID, CreatedAt: s.now(),
 			Params: map[string]string{"repository_id": r.ID, "forget": strings.Join(forget, " "), "keep": strings.Join(keep, " "),
 				"dry_run": strconv.FormatBool(req.DryRun)}}
+		if len(exported) > 0 {
+			t.Params["kept_exported"] = strings.Join(exported, " ")
+		}
 		return t, nil
 	})
 }
@@ -590,11 +629,14 @@ func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (
 
 // commitForget drops the forgotten backups (and the system snapshot row of
 // one that was a base), and queues a prune unless one ran within a day.
-func (s *Service) commitForget(ctx context.Context, tx *meta.Tx, t *meta.Task) error {
+func (s *Service) commitForget(ctx context.Context, tx *meta.Tx, t *meta.Task, res apitypes.NodeComplete) error {
 	if t.Result == nil {
 		t.Result = map[string]string{}
 	}
 	t.Result["forget"], t.Result["keep"] = t.Params["forget"], t.Params["keep"]
+	if k := t.Params["kept_exported"]; k != "" {
+		t.Result["kept_exported"] = k
+	}
 	ids := strings.Fields(t.Params["forget"])
 	if t.Params["dry_run"] == "true" || len(ids) == 0 {
 		return nil
@@ -619,6 +661,9 @@ func (s *Service) commitForget(ctx context.Context, tx *meta.Tx, t *meta.Task) e
 		}
 	}
 	rid := t.Params["repository_id"]
+	if err := storeUniqueBytes(ctx, tx, rid, res); err != nil {
+		return err
+	}
 	if last, err := tx.LastSucceededTask(ctx, apitypes.OpRepositoryPrune, rid); err == nil && last.FinishedAt != nil &&
 		s.now().Sub(*last.FinishedAt) < pruneInterval {
 		t.Result["prune"] = "ran within a day: not queued (prune on demand with `cairn repository prune`)"
@@ -773,11 +818,7 @@ func (s *Service) CopyBackupFiles(ctx context.Context, c Caller, ref string, req
 		if err != nil {
 			return nil, err
 		}
-		nodeRef := req.Node
-		if kind, _, _ := location.Parse(r.URL); kind == location.Local {
-			nodeRef = r.NodeID
-		}
-		n, err := s.pickNode(ctx, tx, nodeRef)
+		n, err := s.repositoryNode(ctx, tx, r, req.Node)
 		if err != nil {
 			return nil, err
 		}

@@ -78,8 +78,8 @@ func (s *Service) exportNeedsTLS(n meta.Node) bool {
 
 // exportHosts lists the addresses an export's server certificate names: the
 // export's address and the address its node registered.
-func exportHosts(e meta.Export, n meta.Node) []string {
-	hosts := []string{e.Address}
+func exportHosts(address string, n meta.Node) []string {
+	hosts := []string{address}
 	if n.Address != "" && !slices.Contains(hosts, n.Address) {
 		hosts = append(hosts, n.Address)
 	}
@@ -93,21 +93,15 @@ func (s *Service) ensureExportCert(ctx context.Context, tx *meta.Tx, e *meta.Exp
 	if !e.TLS {
 		return false, nil
 	}
-	if s.cfg.CA == nil {
-		return false, fmt.Errorf("export %s requires TLS but the server has no certificate authority", e.ID)
-	}
-	if e.TLSCert != "" && e.TLSKey != "" && s.certCurrent(e.TLSCert) {
-		return false, nil
-	}
 	n, err := tx.NodeByID(ctx, v.NodeID)
 	if err != nil && !meta.IsNoRows(err) {
 		return false, err
 	}
-	cert, key, err := s.cfg.CA.IssueServer(exportHosts(*e, n), exportCertValidity)
-	if err != nil {
-		return false, fmt.Errorf("issuing the server certificate of export %s: %w", e.ID, err)
+	cert, key, issued, err := s.issueServerCert(e.ID, e.TLSCert, e.TLSKey, exportHosts(e.Address, n))
+	if err != nil || !issued {
+		return false, err
 	}
-	e.TLSCert, e.TLSKey = string(cert), string(key)
+	e.TLSCert, e.TLSKey = cert, key
 	return true, tx.UpdateExport(ctx, *e)
 }
 
@@ -175,13 +169,35 @@ func (s *Service) ExportCredentials(ctx context.Context, c Caller, vref, id stri
 		return apitypes.ExportCredentials{}, core.Conflict("no_tls",
 			"export %s of volume %q is served without TLS (on loopback): connect to its URI without credentials", e.ID, v.Name)
 	}
+	return s.clientCredentials(e.ID, v.ProjectID)
+}
+
+// clientCredentials issues a client certificate of a project for the TLS
+// export exportID.
+func (s *Service) clientCredentials(exportID, projectID string) (apitypes.ExportCredentials, error) {
 	if s.cfg.CA == nil {
-		return apitypes.ExportCredentials{}, fmt.Errorf("export %s requires TLS but the server has no certificate authority", e.ID)
+		return apitypes.ExportCredentials{}, fmt.Errorf("export %s requires TLS but the server has no certificate authority", exportID)
 	}
-	cert, key, err := s.cfg.CA.IssueClient(clientCommonName(v.ProjectID), clientCertValidity)
+	cert, key, err := s.cfg.CA.IssueClient(clientCommonName(projectID), clientCertValidity)
 	if err != nil {
 		return apitypes.ExportCredentials{}, fmt.Errorf("issuing a client certificate: %w", err)
 	}
 	return apitypes.ExportCredentials{CACert: string(s.cfg.CA.CertPEM()), ClientCert: string(cert), ClientKey: string(key),
-		Identity: ClientIdentity(v.ProjectID)}, nil
+		Identity: ClientIdentity(projectID)}, nil
+}
+
+// issueServerCert returns a PEM server certificate and key for an export
+// at hosts, unless the current one (certPEM) can go on serving.
+func (s *Service) issueServerCert(exportID, certPEM, keyPEM string, hosts []string) (string, string, bool, error) {
+	if s.cfg.CA == nil {
+		return "", "", false, fmt.Errorf("export %s requires TLS but the server has no certificate authority", exportID)
+	}
+	if certPEM != "" && keyPEM != "" && s.certCurrent(certPEM) {
+		return certPEM, keyPEM, false, nil
+	}
+	cert, key, err := s.cfg.CA.IssueServer(hosts, exportCertValidity)
+	if err != nil {
+		return "", "", false, fmt.Errorf("issuing the server certificate of export %s: %w", exportID, err)
+	}
+	return string(cert), string(key), true, nil
 }

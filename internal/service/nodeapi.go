@@ -232,17 +232,8 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 // its outcome: an export to start gets its server certificate now, so that
 // the plan carries it.
 func (s *Service) prepare(ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error) {
-	if isRepositoryOp(t.Kind) {
-		return s.repositoryOutcome(ctx, tx, t)
-	}
-	if t.Kind == apitypes.OpBackupCreate {
-		return s.backupOutcome(ctx, tx, t)
-	}
-	if t.Kind == apitypes.OpBackupRestore || t.Kind == apitypes.OpBackupFiles {
-		return s.restoreOutcome(ctx, tx, t)
-	}
-	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify {
-		return s.forgetOutcome(ctx, tx, t)
+	if h, ok := ownSteps(t); ok {
+		return h.prepare(s, ctx, tx, t)
 	}
 	if t.Kind == apitypes.OpExportCreate {
 		e, err := tx.ExportByID(ctx, t.VolumeID, t.Params["export_id"])
@@ -438,20 +429,11 @@ func (s *Service) outcome(ctx context.Context, tx *meta.Tx, t meta.Task) (*outco
 // commit writes a succeeded task's outcome. It returns a volume whose file must
 // now be purged (the last snapshot of a deleted volume went), if any.
 func (s *Service) commit(ctx context.Context, tx *meta.Tx, t *meta.Task, r apitypes.NodeComplete) (*meta.Volume, error) {
-	if isRepositoryOp(t.Kind) {
-		return nil, s.commitRepository(ctx, tx, t, r)
-	}
-	if t.Kind == apitypes.OpBackupCreate {
-		return nil, s.commitBackup(ctx, tx, t, r)
-	}
-	if t.Kind == apitypes.OpBackupRestore {
-		return nil, s.commitRestore(ctx, tx, t, r)
-	}
-	if t.Kind == apitypes.OpBackupForget {
-		return nil, s.commitForget(ctx, tx, t)
-	}
-	if t.Kind == apitypes.OpBackupVerify || t.Kind == apitypes.OpBackupFiles {
-		return nil, nil
+	if h, ok := ownSteps(*t); ok {
+		if h.commit == nil {
+			return nil, nil
+		}
+		return nil, h.commit(s, ctx, tx, t, r)
 	}
 	o, err := s.outcome(ctx, tx, *t)
 	if err != nil {
@@ -519,18 +501,17 @@ func (s *Service) writeTree(ctx context.Context, tx *meta.Tx, o *outcome, r apit
 // undo releases what a task reserved when it was submitted; r, when set, is
 // the failing node's report (a save_current snapshot it did create is kept).
 func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error {
-	if isRepositoryOp(t.Kind) {
-		return s.undoRepository(ctx, tx, t, r)
+	if h, ok := ownSteps(t); ok {
+		if h.undo == nil {
+			return nil
+		}
+		return h.undo(s, ctx, tx, t, r)
 	}
-	if t.Kind == apitypes.OpBackupCreate {
-		return s.undoBackup(ctx, tx, t, r)
-	}
-	if t.Kind == apitypes.OpBackupRestore && t.Params["in_place"] != "true" {
-		return s.undoRestore(ctx, tx, t)
-	}
-	if t.Kind == apitypes.OpBackupForget || t.Kind == apitypes.OpBackupVerify || t.Kind == apitypes.OpBackupFiles {
-		return nil
-	}
+	return s.undoVolumeOp(ctx, tx, t, r)
+}
+
+// undoVolumeOp is undo's common path, for operations on a volume.
+func (s *Service) undoVolumeOp(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error {
 	p := t.Params
 	v, err := tx.VolumeByID(ctx, t.VolumeID)
 	if meta.IsNoRows(err) {
@@ -610,6 +591,36 @@ func (s *Service) undo(ctx context.Context, tx *meta.Tx, t meta.Task, r *apitype
 		}
 	}
 	return nil
+}
+
+// steps are the metadata steps of an operation that does not follow the
+// volume operations' common path: the plan made when a node claims it, the
+// commit of its success and the undo of its failure (nil: nothing to do).
+type steps struct {
+	prepare func(s *Service, ctx context.Context, tx *meta.Tx, t meta.Task) (*outcome, error)
+	commit  func(s *Service, ctx context.Context, tx *meta.Tx, t *meta.Task, r apitypes.NodeComplete) error
+	undo    func(s *Service, ctx context.Context, tx *meta.Tx, t meta.Task, r *apitypes.NodeComplete) error
+}
+
+var repositorySteps = steps{(*Service).repositoryOutcome, (*Service).commitRepository, (*Service).undoRepository}
+
+var backupSteps = map[string]steps{
+	apitypes.OpBackupCreate:   {(*Service).backupOutcome, (*Service).commitBackup, (*Service).undoBackup},
+	apitypes.OpBackupRestore:  {(*Service).restoreOutcome, (*Service).commitRestore, (*Service).undoRestore},
+	apitypes.OpBackupFiles:    {(*Service).restoreOutcome, nil, nil},
+	apitypes.OpBackupForget:   {(*Service).forgetOutcome, (*Service).commitForget, nil},
+	apitypes.OpBackupVerify:   {(*Service).forgetOutcome, nil, nil},
+	apitypes.OpBackupExport:   {(*Service).backupExportOutcome, (*Service).commitBackupExport, (*Service).undoBackupExport},
+	apitypes.OpBackupUnexport: {(*Service).backupExportOutcome, (*Service).commitBackupExport, (*Service).undoBackupExport},
+}
+
+// ownSteps returns the steps of t's operation when it has its own.
+func ownSteps(t meta.Task) (steps, bool) {
+	if isRepositoryOp(t.Kind) {
+		return repositorySteps, true
+	}
+	h, ok := backupSteps[t.Kind]
+	return h, ok
 }
 
 // sidecar renders a volume's sidecar file content.

@@ -114,7 +114,8 @@ func (s *Service) Inventory(ctx context.Context, c Caller, inv apitypes.NodeInve
 			}
 			out.Volumes = append(out.Volumes, nv)
 		}
-		return nil
+		out.BackupExports, err = s.restoredBackupExports(ctx, tx, c.NodeID)
+		return err
 	})
 	if err == nil {
 		s.changed.notify()

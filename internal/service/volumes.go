@@ -52,19 +52,23 @@ func exportJSON(e meta.Export) apitypes.Export {
 
 // exportURI is the NBD URI of an export; nbds, the NBD URI scheme for TLS,
 // when the export requires TLS.
-func exportURI(e meta.Export) string {
-	if e.Port == 0 {
+func exportURI(e meta.Export) string { return nbdURI(e.Address, e.Port, e.Name, e.TLS) }
+
+// nbdURI is nbd://HOST:PORT/NAME, or nbds://... for TLS; "" before the
+// export has a port.
+func nbdURI(address string, port int, name string, tls bool) string {
+	if port == 0 {
 		return ""
 	}
-	host := e.Address
+	host := address
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
 	scheme := "nbd"
-	if e.TLS {
+	if tls {
 		scheme = "nbds"
 	}
-	return fmt.Sprintf("%s://%s:%d/%s", scheme, host, e.Port, e.Name)
+	return fmt.Sprintf("%s://%s:%d/%s", scheme, host, port, name)
 }
 
 func snapshotJSON(v meta.Snapshot) apitypes.Snapshot {
