@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/client"
 )
 
 // TestBackupExport serves a volume backup over NBD through the server:
@@ -141,4 +142,37 @@ func waitExportReady(t *testing.T, uri string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s does not answer: %v %s", uri, err, out)
+}
+
+// TestBackupExportTLS: a backup export on a server run with --export-tls
+// admits QEMU with the project's credentials only.
+func TestBackupExportTLS(t *testing.T) {
+	srv := startServer(t, serverOpts{extraArgs: []string{"--export-tls"}})
+	c := srv.Client(t)
+	ctx := testCtx(t)
+	waitRepositoryReady(t, c, "default")
+	waitOK(t, c)(c.CreateVolume(ctx, apitypes.VolumeCreate{Name: "vol", Size: 4 << 20}))
+	var b apitypes.Backup
+	cliJSON(t, srv, &b, "backup", "create", "vol")
+	creds := filepath.Join(t.TempDir(), "creds")
+	uri := strings.TrimSpace(cliOK(t, srv, "backup", "export", b.ID, "--tls-dir", creds))
+	if out, ok := tlsQemuIO(t, uri, creds, "read -P 0 0 4M"); !ok {
+		t.Fatalf("reading the TLS backup export with the project's credentials: %s", out)
+	}
+	if out, ok := tlsQemuIO(t, uri, "", "read 0 64k"); ok {
+		t.Fatalf("a client without TLS read the backup export: %s", out)
+	}
+	// A certificate of another project (for an export of its own volume)
+	// is refused.
+	cliOK(t, srv, "project", "create", "other")
+	oc := srv.Client(t, client.WithProject("other"))
+	waitOK(t, oc)(oc.CreateVolume(ctx, apitypes.VolumeCreate{Name: "x", Size: 1 << 20}))
+	oe := waitOK(t, oc)(oc.CreateExport(ctx, "x", apitypes.ExportCreate{}))
+	ocr, err := oc.ExportCredentials(ctx, "x", oe.ResourceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := tlsQemuIO(t, uri, writeCreds(t, ocr), "read 0 64k"); ok {
+		t.Fatalf("another project's certificate read the backup export: %s", out)
+	}
 }
