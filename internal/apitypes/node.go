@@ -94,6 +94,9 @@ type Plan struct {
 	// measures what that would free.
 	Forget []string `json:"forget,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
+	// Repair, on a backup.verify, rewrites damaged data from the volume's
+	// snapshots or live disk where they hold the same bytes.
+	Repair bool `json:"repair,omitempty"`
 	// Files copies files out of the backup (backup.files).
 	Files *BackupFiles `json:"files,omitempty"`
 }

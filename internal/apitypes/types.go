@@ -339,6 +339,9 @@ type BackupVerify struct {
 	Backups    []string `json:"backups,omitempty"`
 	Volume     string   `json:"volume,omitempty"`
 	Repository string   `json:"repository,omitempty"`
+	// Repair rewrites each damaged chunk from a snapshot of the volume, or
+	// its live disk, that still holds the same bytes (checked by hash).
+	Repair bool `json:"repair,omitempty"`
 }
 
 // BackupFiles copies files out of a disk image backup (ext4 or XFS, with or

@@ -270,13 +270,17 @@ func (a *app) backupVerifyCommand() *cobra.Command {
 	var req apitypes.BackupVerify
 	var all bool
 	cmd := &cobra.Command{
-		Use:   "verify (BACKUP... | --volume VOL | --all) [--repository R]",
+		Use:   "verify (BACKUP... | --volume VOL | --all) [--repository R] [--repair]",
 		Short: "Re-read backups' data and check it; exit 7 and mark them corrupt when damaged",
 		Long: `Re-read every chunk the named backups (or every backup of --volume) need, and
 check each: CRC32C, authentication, and the chunk's id recomputed from its data.
 A damaged chunk marks every backup that needs it corrupt (exit code 7); a backup
 found whole is ready again. --all re-reads the whole repository (default: the
-project's default).`,
+project's default).
+
+--repair rewrites each damaged chunk from the volume itself: a snapshot (or the
+live disk, when no export holds it) whose bytes at that place hash to the
+chunk's id. Damage without such a source stays, and is named in the error.`,
 		RunE: a.run(func(ctx context.Context, args []string) error {
 			req.Backups = args
 			n := 0
@@ -287,6 +291,9 @@ project's default).`,
 			}
 			if n != 1 {
 				return core.Invalid("give backups, --volume VOL or --all")
+			}
+			if all && req.Repair {
+				return core.Invalid("--repair works on backups or --volume, not --all")
 			}
 			c, err := a.client()
 			if err != nil {
@@ -318,6 +325,9 @@ project's default).`,
 			}
 			return a.act(ctx, c, t, func(t apitypes.Task) error {
 				return a.print(t, func() {
+					if n := t.Result["repaired"]; n != "" && n != "0" {
+						fmt.Fprintf(a.stdout, "repaired %s damaged chunks from the volume\n", n)
+					}
 					fmt.Fprintf(a.stdout, "no problems: %s packs re-read, %s\n", t.Result["packs_read"], core.FormatSize(atoi64(t.Result["bytes_read"])))
 				})
 			})
@@ -326,6 +336,7 @@ project's default).`,
 	cmd.Flags().StringVar(&req.Volume, "volume", "", "every backup of this volume in the repository")
 	cmd.Flags().StringVar(&req.Repository, "repository", "", "the repository of --volume or --all (default: the project's default)")
 	cmd.Flags().BoolVar(&all, "all", false, "re-read the whole repository")
+	cmd.Flags().BoolVar(&req.Repair, "repair", false, "rewrite damaged chunks from the volume's snapshots or live disk where they hold the same bytes")
 	return cmd
 }
 

@@ -193,20 +193,39 @@ func (t *task) backupVerify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer done()
 	opts := repo.VerifyOptions{Progress: func(p repo.Progress) { t.progress(p.Done, p.Total) }}
 	for _, id := range t.plan.Forget {
 		m, err := r.LoadManifest(ctx, id)
 		if err != nil {
+			done()
 			return err
 		}
 		opts.Backups = append(opts.Backups, m)
 	}
 	res, err := r.Verify(ctx, opts)
+	if err != nil || res.OK() || !t.plan.Repair {
+		done()
+		if err != nil {
+			return err
+		}
+		return t.verifyOutcome(res)
+	}
+	good, missing, err := t.findGoodCopies(ctx, r, res)
+	done() // the repair takes the exclusive lock
+	if err != nil {
+		return fmt.Errorf("looking for good copies of the damaged data: %w", err)
+	}
+	res, none, err := t.repairBackups(ctx, res, good, missing, opts)
 	if err != nil {
 		return err
 	}
-	return t.verifyOutcome(res)
+	if err := t.verifyOutcome(res); err != nil {
+		if len(none) > 0 {
+			return fmt.Errorf("%w; not repaired, no good copy: %s", err, strings.Join(none, "; "))
+		}
+		return err
+	}
+	return nil
 }
 
 // repositoryPrune removes what no backup needs, under the exclusive lock.

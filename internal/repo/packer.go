@@ -74,7 +74,16 @@ func (r *Repository) saveBlob(ctx context.Context, t format.BlobType, buf []byte
 	}
 	w.pending[id] = struct{}{}
 	w.mu.Unlock()
+	if err := r.sealAndAdd(ctx, t, id, buf); err != nil {
+		return id, false, err
+	}
+	return id, true, nil
+}
 
+// sealAndAdd compresses and seals blob buf (whose id is id) and adds it to
+// the open pack of its type.
+func (r *Repository) sealAndAdd(ctx context.Context, t format.BlobType, id format.ID, buf []byte) error {
+	w := r.ws()
 	cbuf := sealPool.Get().(*[]byte)
 	defer sealPool.Put(cbuf)
 	payload, zstdOK := compress(buf, (*cbuf)[:0])
@@ -94,11 +103,11 @@ func (r *Repository) saveBlob(ctx context.Context, t format.BlobType, buf []byte
 		p = r.packers[1]
 	}
 	if err := p.add(ctx, e, sealed); err != nil {
-		return id, false, err
+		return err
 	}
 	w.blobsNew.Add(1)
 	w.bytesAdded.Add(int64(len(sealed)))
-	return id, true, nil
+	return nil
 }
 
 // add appends a sealed blob; a full pack is uploaded (which may block).

@@ -245,18 +245,8 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		es = slices.CompactFunc(es, func(a, b format.PackEntry) bool { return a.Offset == b.Offset })
 		list = append(list, format.IndexPack{ID: p, Entries: es})
 	}
-	sort.Slice(list, func(i, j int) bool { return string(list[i].ID[:]) < string(list[j].ID[:]) })
-	for start := 0; start < len(list); {
-		end, n := start, 0
-		for end < len(list) && (n == 0 || n+len(list[end].Entries) <= 500_000) {
-			n += len(list[end].Entries)
-			end++
-		}
-		if _, err := r.writeIndex(ctx, list[start:end]); err != nil {
-			return nil, fmt.Errorf("prune: %w", err)
-		}
-		res.IndexesWritten++
-		start = end
+	if res.IndexesWritten, err = r.writeIndexes(ctx, list); err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
 	}
 
 	// 4. Remove the old index objects: those read at the start, and those
@@ -276,6 +266,26 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	return res, r.LoadIndex(ctx)
+}
+
+// writeIndexes writes index objects listing packs (at most about 500,000
+// blobs each) and returns how many it wrote.
+func (r *Repository) writeIndexes(ctx context.Context, list []format.IndexPack) (int, error) {
+	sort.Slice(list, func(i, j int) bool { return string(list[i].ID[:]) < string(list[j].ID[:]) })
+	written := 0
+	for start := 0; start < len(list); {
+		end, n := start, 0
+		for end < len(list) && (n == 0 || n+len(list[end].Entries) <= 500_000) {
+			n += len(list[end].Entries)
+			end++
+		}
+		if _, err := r.writeIndex(ctx, list[start:end]); err != nil {
+			return written, err
+		}
+		written++
+		start = end
+	}
+	return written, nil
 }
 
 // removeAll removes the objects names, several at a time (each is a request

@@ -248,6 +248,13 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRes
 				res.Problems = append(res.Problems, Problem{Object: format.PackName(p), Message: err.Error()})
 			}
 			for id, msg := range bad {
+				if loc, ok := x.Lookup(id); ok && loc.Pack != p {
+					// A copy the index no longer uses (a repair stored a
+					// good one elsewhere): harmless, a prune removes it.
+					res.Warnings = append(res.Warnings, fmt.Sprintf("%s holds a damaged copy of blob %s that pack %s replaces; a prune removes it",
+						format.PackName(p), id.Short(), loc.Pack.Short()))
+					continue
+				}
 				damaged[id] = msg
 			}
 			return nil

@@ -624,7 +624,7 @@ func (s *Service) forgetOutcome(ctx context.Context, tx *meta.Tx, t meta.Task) (
 		ids = t.Params["backups"]
 	}
 	return &outcome{plan: apitypes.Plan{Op: t.Kind, VolumeID: t.VolumeID, Repository: nr,
-		Forget: strings.Fields(ids), DryRun: t.Params["dry_run"] == "true"}}, nil
+		Forget: strings.Fields(ids), DryRun: t.Params["dry_run"] == "true", Repair: t.Params["repair"] == "true"}}, nil
 }
 
 // commitForget drops the forgotten backups (and the system snapshot row of
@@ -746,7 +746,7 @@ func (s *Service) VerifyBackups(ctx context.Context, c Caller, req apitypes.Back
 		}
 		return &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupVerify, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
 			NodeID: r.NodeID, ResourceType: "repository", ResourceID: r.ID, CreatedAt: s.now(), Cancelable: true,
-			Params: map[string]string{"repository_id": r.ID, "backups": strings.Join(ids, " ")}}, nil
+			Params: map[string]string{"repository_id": r.ID, "backups": strings.Join(ids, " "), "repair": strconv.FormatBool(req.Repair)}}, nil
 	})
 }
 
