@@ -7,6 +7,10 @@
 // interfaces add extents, writes, trim and zeroing) and serves them with
 // Serve (a listener) or ServeConn (one connection).
 //
+// The package also has a read-only Client (Dial, ReadAt, Extents): backups
+// read volume files that cairn's qcow2 reader refuses through qemu-nbd
+// with it.
+//
 // # What it speaks
 //
 // Handshake: fixed newstyle only (never oldstyle); the client flags

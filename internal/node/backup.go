@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/fsimage/mount"
+	"github.com/cairn-backup/cairn/internal/nbd"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/repo"
@@ -69,28 +72,36 @@ func (t *task) backupCreate(ctx context.Context) (err error) {
 	defer done()
 
 	path := t.w.volumePath(p.VolumeID)
-	im, err := qcow2.Open(path)
-	if err != nil {
-		if errors.Is(err, qcow2.ErrUnsupported) {
-			return fmt.Errorf("volume %s uses a qcow2 feature cairn cannot read directly yet: %w", p.VolumeID, err)
-		}
-		return err
-	}
-	defer im.Close()
-	layer, err := im.Snapshot(p.Tag)
-	if err != nil {
-		return err
-	}
-	ext, err := layer.Extents()
-	if err != nil {
-		return err
-	}
-	src := repo.ImageSource{R: layer, Size: layer.Size(), Extents: toChunkerExtents(ext), Format: "qcow2", Path: path}
+	var src repo.ImageSource
 	why := "first backup of the volume in this repository"
-	if nb.BaseID != "" {
-		why, err = t.incrementalFrom(ctx, r, im, layer, &src)
+	im, err := qcow2.Open(path)
+	if errors.Is(err, qcow2.ErrUnsupported) {
+		// A file cairn's reader refuses is read whole through qemu-nbd.
+		openErr := err
+		stop, err := t.exportedSource(ctx, path, p.Tag, &src)
 		if err != nil {
 			return err
+		}
+		defer stop()
+		why = fmt.Sprintf("%v: read in full through a read-only export", openErr)
+	} else if err != nil {
+		return err
+	} else {
+		defer im.Close()
+		layer, err := im.Snapshot(p.Tag)
+		if err != nil {
+			return err
+		}
+		ext, err := layer.Extents()
+		if err != nil {
+			return err
+		}
+		src = repo.ImageSource{R: layer, Size: layer.Size(), Extents: toChunkerExtents(ext), Format: "qcow2", Path: path}
+		if nb.BaseID != "" {
+			why, err = t.incrementalFrom(ctx, r, im, layer, &src)
+			if err != nil {
+				return err
+			}
 		}
 	}
 	if why != "" {
@@ -118,6 +129,47 @@ func (t *task) backupCreate(ctx context.Context) (err error) {
 	}
 	t.removeLeftovers(ctx)
 	return t.measure(ctx, p.VolumeID)
+}
+
+// exportedSource makes src read qcow2 snapshot tag of the file path through
+// qemu-nbd (read-only, on loopback, under a random name) with cairn's NBD
+// client: the path for files cairn's own reader refuses. Holes come from
+// the export's allocation map. stop ends the export.
+func (t *task) exportedSource(ctx context.Context, path, tag string, src *repo.ImageSource) (stop func(), err error) {
+	ss, err := qemu.StartSnapshotServer(ctx, qemu.SnapshotServerConfig{Image: path, Tag: tag, RunDir: t.w.runDir(),
+		ID: "backup-" + t.id, Address: "127.0.0.1", ExportName: core.RandomToken(16)})
+	if err != nil {
+		return nil, err
+	}
+	cfg := ss.Config()
+	c, err := nbd.Dial(ctx, "tcp", net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port)), cfg.ExportName, nil)
+	if err == nil {
+		var ranges []nbd.Range
+		if ranges, err = c.Extents(ctx); err == nil {
+			ext := make([]chunker.Extent, len(ranges))
+			for i, r := range ranges {
+				ext[i] = chunker.Extent{Offset: r.Offset, Length: r.Length}
+			}
+			*src = repo.ImageSource{R: c, Size: c.Size(), Extents: ext, Format: "qcow2", Path: path}
+		} else {
+			c.Close()
+		}
+	}
+	stop = func() {
+		if c != nil {
+			c.Close()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := ss.Stop(sctx); err != nil {
+			t.w.log().Warn("stopping the backup's read-only export", "err", err)
+		}
+	}
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("reading %s through qemu-nbd: %w", path, err)
+	}
+	return stop, nil
 }
 
 // removeLeftovers removes the system snapshots of the volume that are
