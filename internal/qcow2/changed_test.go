@@ -390,8 +390,9 @@ func changedSequence(t *testing.T, seed uint64) {
 		op := r.IntN(10)
 		switch {
 		case op < 4:
-			qemuIO(t, img, g.writes(1+r.IntN(10), size)...)
-			log = append(log, "write")
+			cache := []string{"unsafe", "writeback"}[r.IntN(2)]
+			qemuIOCache(t, "qcow2", cache, img, g.writes(1+r.IntN(10), size)...)
+			log = append(log, "write "+cache)
 		case op < 7 || len(snaps) < 2:
 			name := fmt.Sprintf("s%d", next)
 			next++

@@ -10,7 +10,9 @@
 // names), the active L1 table and the snapshot table. Image.Active and
 // Image.Snapshot return a Layer: an io.ReaderAt over one virtual disk, with
 // Extents (the ranges that may hold non-zero data) and ChangedClusters (the
-// ranges that may differ between two snapshot layers).
+// ranges that may differ between two snapshot layers). Image.UniqueBytes
+// gives, per snapshot, the bytes deleting it would free, counted from the
+// tables' references.
 //
 // Supported: cluster sizes from 512 B to 2 MiB; zero clusters, with or
 // without a preallocated offset; compressed clusters, deflate (zlib) and

@@ -42,10 +42,17 @@ func qemuIO(t testing.TB, path string, cmds ...string) {
 
 func qemuIOFmt(t testing.TB, format, path string, cmds ...string) {
 	t.Helper()
+	qemuIOCache(t, format, "unsafe", path, cmds...) // no flushes: the tests need no durability
+}
+
+// qemuIOCache runs qemu-io commands with a cache mode (-t): unsafe, or
+// writeback, which flushes metadata as a running guest's disk would.
+func qemuIOCache(t testing.TB, format, cache, path string, cmds ...string) {
+	t.Helper()
 	if len(cmds) == 0 {
 		return
 	}
-	args := []string{"-f", format, "-t", "unsafe"} // no flushes: the tests need no durability
+	args := []string{"-f", format, "-t", cache}
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
