@@ -41,11 +41,13 @@ fuzz:
 	  done; \
 	done
 
-# BENCH_OUT=FILE also writes the repository benchmark's table to FILE.
+# BENCH_OUT=FILE also writes the repository benchmark's table to FILE, and the
+# volume backup benchmark's to FILE's name with -volume before .md.
 bench: build
 	@scripts/deps.sh bench
 	scripts/bench-snapshots.sh
 	BENCH_OUT='$(BENCH_OUT)' scripts/bench-repo.sh
+	BENCH_OUT='$(if $(BENCH_OUT),$(BENCH_OUT:.md=)-volume.md)' scripts/bench-volume-backup.sh
 
 clean:
 	rm -rf bin

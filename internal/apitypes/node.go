@@ -170,6 +170,9 @@ type NodeComplete struct {
 	Port      int   `json:"port,omitempty"`
 	// SnapshotSizes maps created tags to the virtual size they recorded.
 	SnapshotSizes map[string]int64 `json:"snapshot_sizes,omitempty"`
+	// SnapshotUnique maps every tag of the volume to the bytes deleting
+	// that snapshot would free.
+	SnapshotUnique map[string]int64 `json:"snapshot_unique_bytes,omitempty"`
 	// Result is merged into the task's result (e.g. what a verify found).
 	Result map[string]string `json:"result,omitempty"`
 }

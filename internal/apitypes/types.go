@@ -140,6 +140,9 @@ type Snapshot struct {
 	Size        int64     `json:"size"` // virtual size of the disk at the snapshot
 	Kind        string    `json:"kind"` // "disk"
 	CreatedAt   time.Time `json:"created_at"`
+	// UniqueBytes is what deleting the snapshot would free in the volume's
+	// file (its clusters no other snapshot and not the live disk use).
+	UniqueBytes int64 `json:"unique_bytes"`
 }
 
 type SnapshotCreate struct {

@@ -104,9 +104,9 @@ func (a *app) snapshotListCommand() *cobra.Command {
 					if v.HeadParentID != nil && *v.HeadParentID == s.ID {
 						head = "*"
 					}
-					rows = append(rows, []string{s.Name, s.ID, parent, core.FormatSize(s.Size), s.State, showTime(s.CreatedAt), head})
+					rows = append(rows, []string{s.Name, s.ID, parent, core.FormatSize(s.Size), core.FormatSize(s.UniqueBytes), s.State, showTime(s.CreatedAt), head})
 				}
-				table(a.stdout, []string{"NAME", "ID", "PARENT", "SIZE", "STATE", "CREATED", "HEAD"}, rows)
+				table(a.stdout, []string{"NAME", "ID", "PARENT", "SIZE", "UNIQUE", "STATE", "CREATED", "HEAD"}, rows)
 			})
 		}),
 	}
@@ -145,6 +145,7 @@ func (a *app) snapshotShowCommand() *cobra.Command {
 					"state", s.State,
 					"kind", orDash(s.Kind),
 					"size", core.FormatSize(s.Size),
+					"unique", core.FormatSize(s.UniqueBytes)+" (freed by deleting it)",
 					"created", showTime(s.CreatedAt),
 					"description", orDash(s.Description),
 				)

@@ -69,6 +69,8 @@ type Snapshot struct {
 	Size        int64
 	Seq         int64
 	CreatedAt   time.Time
+	ScheduleID  string // the schedule that made it, or ""
+	UniqueBytes int64  // what deleting it would free
 }
 
 // Export is an NBD export of a volume or of one of its snapshots.
@@ -121,6 +123,7 @@ type Backup struct {
 	BytesAdded   int64
 	DurationMS   int64
 	UniqueBytes  int64 // stored bytes only this backup holds
+	ScheduleID   string // the schedule that made it, or ""
 	Error        string
 	CreatedAt    time.Time
 }
@@ -457,13 +460,13 @@ func (t *Tx) DeleteVolume(ctx context.Context, id string) error {
 
 // ---- snapshots ----
 
-const snapshotCols = `id, volume_id, name, tag, description, parent_id, kind, state, size, seq, created_at`
+const snapshotCols = `id, volume_id, name, tag, description, parent_id, kind, state, size, seq, created_at, schedule_id, unique_bytes`
 
 func scanSnapshot(s interface{ Scan(...any) error }) (Snapshot, error) {
 	var n Snapshot
 	var parent sql.NullString
 	var created string
-	err := s.Scan(&n.ID, &n.VolumeID, &n.Name, &n.Tag, &n.Description, &parent, &n.Kind, &n.State, &n.Size, &n.Seq, &created)
+	err := s.Scan(&n.ID, &n.VolumeID, &n.Name, &n.Tag, &n.Description, &parent, &n.Kind, &n.State, &n.Size, &n.Seq, &created, &n.ScheduleID, &n.UniqueBytes)
 	n.ParentID = stringPtr(parent)
 	n.CreatedAt = parseTime(created)
 	return n, err
@@ -476,8 +479,9 @@ func (t *Tx) InsertSnapshot(ctx context.Context, s Snapshot) error {
 			return err
 		}
 	}
-	_, err := t.exec(ctx, `INSERT INTO snapshots (`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		s.ID, s.VolumeID, s.Name, s.Tag, s.Description, nullString(s.ParentID), s.Kind, s.State, s.Size, s.Seq, FormatTime(s.CreatedAt))
+	_, err := t.exec(ctx, `INSERT INTO snapshots (`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.VolumeID, s.Name, s.Tag, s.Description, nullString(s.ParentID), s.Kind, s.State, s.Size, s.Seq, FormatTime(s.CreatedAt),
+		s.ScheduleID, s.UniqueBytes)
 	return err
 }
 
@@ -485,6 +489,17 @@ func (t *Tx) UpdateSnapshot(ctx context.Context, s Snapshot) error {
 	_, err := t.exec(ctx, `UPDATE snapshots SET name = ?, description = ?, parent_id = ?, state = ?, size = ? WHERE id = ?`,
 		s.Name, s.Description, nullString(s.ParentID), s.State, s.Size, s.ID)
 	return err
+}
+
+// SetSnapshotUniqueBytes stores what deleting each snapshot of a volume
+// would free, by qcow2 tag.
+func (t *Tx) SetSnapshotUniqueBytes(ctx context.Context, volumeID string, byTag map[string]int64) error {
+	for tag, n := range byTag {
+		if _, err := t.exec(ctx, `UPDATE snapshots SET unique_bytes = ? WHERE volume_id = ? AND tag = ?`, n, volumeID, tag); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *Tx) DeleteSnapshot(ctx context.Context, id string) error {
@@ -623,21 +638,21 @@ func (t *Tx) Repositories(ctx context.Context, projectID, afterName string, limi
 
 // ---- backups ----
 
-const backupCols = `id, project_id, repository_id, volume_id, state, base_tag, parent_id, logical_size, bytes_read, bytes_added, duration_ms, error, created_at, unique_bytes`
+const backupCols = `id, project_id, repository_id, volume_id, state, base_tag, parent_id, logical_size, bytes_read, bytes_added, duration_ms, error, created_at, unique_bytes, schedule_id`
 
 func scanBackup(s interface{ Scan(...any) error }) (Backup, error) {
 	var b Backup
 	var created string
 	err := s.Scan(&b.ID, &b.ProjectID, &b.RepositoryID, &b.VolumeID, &b.State, &b.BaseTag, &b.ParentID, &b.LogicalSize,
-		&b.BytesRead, &b.BytesAdded, &b.DurationMS, &b.Error, &created, &b.UniqueBytes)
+		&b.BytesRead, &b.BytesAdded, &b.DurationMS, &b.Error, &created, &b.UniqueBytes, &b.ScheduleID)
 	b.CreatedAt = parseTime(created)
 	return b, err
 }
 
 func (t *Tx) InsertBackup(ctx context.Context, b Backup) error {
-	_, err := t.exec(ctx, `INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(ctx, `INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		b.ID, b.ProjectID, b.RepositoryID, b.VolumeID, b.State, b.BaseTag, b.ParentID, b.LogicalSize, b.BytesRead,
-		b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt), b.UniqueBytes)
+		b.BytesAdded, b.DurationMS, b.Error, FormatTime(b.CreatedAt), b.UniqueBytes, b.ScheduleID)
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 )
 
@@ -268,7 +269,25 @@ func (t *task) measure(ctx context.Context, volumeID string) error {
 		return fmt.Errorf("measuring %s: %w", path, err)
 	}
 	t.res.Size, t.res.Allocated = size, st.Blocks*512
+	t.res.SnapshotUnique = snapshotUnique(path)
 	return nil
+}
+
+// snapshotUnique counts, from the qcow2 tables, what deleting each snapshot
+// of the file would free (nil when the file cannot be read so). While a
+// storage daemon holds the volume, the live disk's tables on disk may lag
+// its latest writes by a little.
+func snapshotUnique(path string) map[string]int64 {
+	im, err := qcow2.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer im.Close()
+	u, err := im.UniqueBytes()
+	if err != nil {
+		return nil
+	}
+	return u
 }
 
 func (t *task) volumeCreate(ctx context.Context) error {
@@ -400,7 +419,7 @@ func (t *task) snapshotCreate(ctx context.Context) error {
 		return err
 	}
 	failpoint(t.plan.Op, "after-disk")
-	return nil
+	return t.measure(ctx, t.plan.VolumeID) // the snapshots' unique bytes changed
 }
 
 func (t *task) snapshotDelete(ctx context.Context) error {

@@ -195,6 +195,11 @@ func (s *Service) Complete(ctx context.Context, c Caller, id string, req apitype
 			if purge, err = s.commit(ctx, tx, &t, req); err != nil {
 				return err
 			}
+			if t.VolumeID != "" && len(req.SnapshotUnique) > 0 {
+				if err := tx.SetSnapshotUniqueBytes(ctx, t.VolumeID, req.SnapshotUnique); err != nil {
+					return err
+				}
+			}
 			s.finish(&t, apitypes.TaskSucceeded, "", "")
 			if t.BytesTotal == 0 && (t.Kind == apitypes.OpVolumeImport || t.Kind == apitypes.OpSnapshotToVol) {
 				t.BytesTotal = req.Size // finished before its first progress report

@@ -73,7 +73,7 @@ func nbdURI(address string, port int, name string, tls bool) string {
 
 func snapshotJSON(v meta.Snapshot) apitypes.Snapshot {
 	return apitypes.Snapshot{ID: v.ID, Name: v.Name, Description: v.Description, VolumeID: v.VolumeID, ParentID: v.ParentID,
-		State: v.State, Size: v.Size, Kind: "disk", CreatedAt: v.CreatedAt}
+		State: v.State, Size: v.Size, Kind: "disk", CreatedAt: v.CreatedAt, UniqueBytes: v.UniqueBytes}
 }
 
 // volumeByRef finds a volume of the caller's project by name or id; a volume of
