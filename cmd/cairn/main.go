@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,6 +74,7 @@ signs the certificates of TLS exports (beyond loopback, or with --export-tls).`,
 	f.StringVar(&o.ExportAddress, "export-address", "127.0.0.1", "address NBD exports listen on; beyond loopback exports require TLS")
 	f.BoolVar(&o.ExportTLS, "export-tls", false, "require TLS on new exports even on loopback (certificates from the server's CA in DATA/pki)")
 	f.IntVar(&o.MaxSnapshots, "max-snapshots-per-volume", 1000, "most user snapshots one volume may have")
+	f.DurationVar(&o.ScheduleGrace, "schedule-grace", 6*time.Hour, "a schedule slot missed while the server was down still runs once at start if it is at most this old")
 	f.BoolVar(&o.NoNode, "no-node", false, "do not run a node for this host")
 	f.StringVar(&o.NodeName, "node-name", "local", "name of this host's node")
 	f.BoolVar(&o.RebuildMetadata, "rebuild-metadata", false, "recreate volume and snapshot rows from the sidecar files in DATA/volumes, then start")

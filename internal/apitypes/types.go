@@ -404,3 +404,144 @@ type RepositoryVerify struct {
 	// ReadDataPercent re-reads that share of the packs (0: structure only).
 	ReadDataPercent float64 `json:"read_data_percent,omitempty"`
 }
+
+// Schedule actions.
+const (
+	ScheduleSnapshot = "snapshot"
+	ScheduleBackup   = "backup"
+	ScheduleVerify   = "verify"
+)
+
+// Frequency is when a schedule runs: {"kind": "daily", "time": "02:30"},
+// {"kind": "weekly", "weekday": "sun", "time": "03:00"}, {"kind": "monthly",
+// "day": 1, "time": "04:00"} or {"kind": "cron", "expr": "*/15 * * * *"},
+// in the schedule's time zone.
+type Frequency struct {
+	Kind    string `json:"kind"`
+	Time    string `json:"time,omitempty"`
+	Weekday string `json:"weekday,omitempty"`
+	Day     int    `json:"day,omitempty"`
+	Expr    string `json:"expr,omitempty"`
+}
+
+// Retention is a backup schedule's policy (restic's rules): a backup kept
+// by any rule stays.
+type Retention struct {
+	KeepLast    int    `json:"keep_last,omitempty"`
+	KeepHourly  int    `json:"keep_hourly,omitempty"`
+	KeepDaily   int    `json:"keep_daily,omitempty"`
+	KeepWeekly  int    `json:"keep_weekly,omitempty"`
+	KeepMonthly int    `json:"keep_monthly,omitempty"`
+	KeepYearly  int    `json:"keep_yearly,omitempty"`
+	KeepWithin  string `json:"keep_within,omitempty"` // e.g. 14d
+}
+
+// Schedule snapshots, backs up or verifies volumes at a frequency, and
+// keeps what its retention says of what it made (never anything else).
+type Schedule struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Action    string            `json:"action"`   // snapshot, backup, verify
+	Volumes   []string          `json:"volumes"`  // volume ids, or
+	Selector  map[string]string `json:"selector"` // every volume with these labels, at each run
+	Frequency Frequency         `json:"frequency"`
+	TZ        string            `json:"tz"` // IANA zone; "" is UTC
+	// Keep is how many of its own snapshots a snapshot schedule keeps per
+	// volume; Retention what a backup schedule keeps.
+	Keep       int        `json:"keep,omitempty"`
+	Retention  *Retention `json:"retention,omitempty"`
+	Repository string     `json:"repository,omitempty"` // backup and verify: the repository's name
+	// ReadData is the share of the repository's data a verify re-reads.
+	ReadData      float64    `json:"read_data,omitempty"`
+	Enabled       bool       `json:"enabled"`
+	JitterSeconds int        `json:"jitter_seconds"`
+	NextRun       *time.Time `json:"next_run"`  // null when disabled
+	LastSlot      *time.Time `json:"last_slot"` // the last slot handled
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	// Warnings are said once, in the answer to a create or update (e.g. a
+	// selector that matches no volume now).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ScheduleCreate makes a schedule. Volumes or Selector; Keep for snapshot
+// schedules, Retention for backup schedules (default keep_within 14d);
+// Repository (default: the project's default) and ReadData for verify.
+type ScheduleCreate struct {
+	Name          string            `json:"name"`
+	Action        string            `json:"action"`
+	Volumes       []string          `json:"volumes,omitempty"` // names or ids
+	Selector      map[string]string `json:"selector,omitempty"`
+	Frequency     Frequency         `json:"frequency"`
+	TZ            string            `json:"tz,omitempty"`
+	Keep          int               `json:"keep,omitempty"`
+	Retention     *Retention        `json:"retention,omitempty"`
+	Repository    string            `json:"repository,omitempty"`
+	ReadData      float64           `json:"read_data,omitempty"`
+	Disabled      bool              `json:"disabled,omitempty"`
+	JitterSeconds int               `json:"jitter_seconds,omitempty"`
+}
+
+// ScheduleUpdate changes the fields it sets. Sent to retention-preview,
+// it changes nothing: the answer is what the new settings would remove.
+type ScheduleUpdate struct {
+	Name          *string           `json:"name,omitempty"`
+	Volumes       []string          `json:"volumes,omitempty"`
+	Selector      map[string]string `json:"selector,omitempty"`
+	Frequency     *Frequency        `json:"frequency,omitempty"`
+	TZ            *string           `json:"tz,omitempty"`
+	Keep          *int              `json:"keep,omitempty"`
+	Retention     *Retention        `json:"retention,omitempty"`
+	Repository    *string           `json:"repository,omitempty"`
+	ReadData      *float64          `json:"read_data,omitempty"`
+	Enabled       *bool             `json:"enabled,omitempty"`
+	JitterSeconds *int              `json:"jitter_seconds,omitempty"`
+}
+
+// ScheduleRun is one run of a schedule on one volume (or the repository),
+// or a record of slots missed while the server was down or skipped.
+type ScheduleRun struct {
+	ID         string     `json:"id"`
+	ScheduleID string     `json:"schedule_id"`
+	Slot       *time.Time `json:"slot"`
+	VolumeID   string     `json:"volume_id,omitempty"`
+	TaskID     string     `json:"task_id,omitempty"`
+	// State: queued (its task is queued or running), succeeded, failed, retrying (a retry is
+	// due at retry_at), missed, skipped.
+	State      string     `json:"state"`
+	Attempt    int        `json:"attempt"`
+	RetryAt    *time.Time `json:"retry_at,omitempty"`
+	Message    string     `json:"message,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+}
+
+// RetentionPreview lists exactly what a schedule's retention would remove
+// now: its own snapshots or backups beyond what it keeps.
+type RetentionPreview struct {
+	Schedule string          `json:"schedule"`
+	Remove   []RetentionItem `json:"remove"`
+	Keep     []RetentionItem `json:"keep"`
+}
+
+// RetentionItem is one snapshot or backup in a preview.
+type RetentionItem struct {
+	Kind      string    `json:"kind"` // snapshot or backup
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	VolumeID  string    `json:"volume_id"`
+	Volume    string    `json:"volume"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ScheduleNext is a schedule's next run times, in its zone.
+type ScheduleNext struct {
+	Schedule string   `json:"schedule"`
+	TZ       string   `json:"tz"`
+	Runs     []string `json:"runs"` // RFC 3339 with the zone's offset
+}
+
+// VolumeLabels sets labels (a value) or removes them (null).
+type VolumeLabels struct {
+	Labels map[string]*string `json:"labels"`
+}

@@ -84,6 +84,7 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 		a.tokenCommand(),
 		a.nodeCommand(),
 		a.backupCommand(),
+		a.scheduleCommand(),
 		a.repositoryCommand(),
 		a.repoCommand(),
 	)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,7 @@ func (a *app) volumeCommand() *cobra.Command {
 		a.volumeExportCommand(),
 		a.volumeExportCredentialsCommand(),
 		a.volumeUnexportCommand(),
+		a.volumeLabelCommand(),
 	)
 	return cmd
 }
@@ -468,6 +470,64 @@ func (a *app) unexport(ctx context.Context, c *client.Client, what string, uris 
 		}
 	}
 	return nil
+}
+
+func (a *app) volumeLabelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "label VOL key=value... [key-...]",
+		Short: "Set labels of a volume (key=value) or remove them (key-); schedule selectors match labels",
+		Long: `Set labels of a volume with key=value, or remove one with key- (as kubectl does).
+Other labels stay as they are. A schedule with --selector runs on every volume whose
+labels hold all of its pairs, at each run.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: a.run(func(ctx context.Context, args []string) error {
+			req, err := parseLabelArgs(args[1:])
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			v, err := c.LabelVolume(ctx, args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.print(v, func() {
+				if len(v.Labels) == 0 {
+					fmt.Fprintf(a.stdout, "volume %s has no labels\n", v.Name)
+					return
+				}
+				pairs := make([]string, 0, len(v.Labels))
+				for _, k := range sortedKeys(v.Labels) {
+					pairs = append(pairs, k+"="+v.Labels[k])
+				}
+				fmt.Fprintf(a.stdout, "volume %s labels: %s\n", v.Name, strings.Join(pairs, " "))
+			})
+		}),
+	}
+}
+
+// parseLabelArgs turns key=value (set) and key- (remove) into a request.
+func parseLabelArgs(args []string) (apitypes.VolumeLabels, error) {
+	req := apitypes.VolumeLabels{Labels: map[string]*string{}}
+	for _, arg := range args {
+		var key string
+		var value *string
+		if k, v, ok := strings.Cut(arg, "="); ok {
+			key, value = k, &v
+		} else if k, ok := strings.CutSuffix(arg, "-"); ok {
+			key = k
+		}
+		if key == "" {
+			return req, core.Invalid("invalid label %q: use key=value to set a label or key- to remove it", arg)
+		}
+		if _, dup := req.Labels[key]; dup {
+			return req, core.Invalid("label %s is given twice", key)
+		}
+		req.Labels[key] = value
+	}
+	return req, nil
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -188,7 +188,7 @@ func kindOfStatus(status int) (core.Kind, string) {
 	}
 }
 
-// get, post and del are the shapes most endpoints take.
+// get, post, patch and del are the shapes most endpoints take.
 
 func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
 	_, err := c.do(ctx, request{method: http.MethodGet, path: path, query: q}, out)
@@ -197,6 +197,11 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 
 func (c *Client) post(ctx context.Context, path string, body, out any) error {
 	_, err := c.do(ctx, request{method: http.MethodPost, path: path, body: body}, out)
+	return err
+}
+
+func (c *Client) patch(ctx context.Context, path string, body, out any) error {
+	_, err := c.do(ctx, request{method: http.MethodPatch, path: path, body: body}, out)
 	return err
 }
 

@@ -23,6 +23,7 @@ type Metrics struct {
 	tasks     *prometheus.Desc
 	volumes   *prometheus.Desc
 	snapshots *prometheus.Desc
+	runs      *prometheus.Desc
 }
 
 // NewMetrics registers the collectors and hooks task completion on svc.
@@ -38,6 +39,8 @@ func NewMetrics(svc *service.Service) *Metrics {
 		tasks:     prometheus.NewDesc("cairn_tasks", "Tasks in the metadata by kind and state.", []string{"kind", "state"}, nil),
 		volumes:   prometheus.NewDesc("cairn_volumes", "Volumes by state.", []string{"state"}, nil),
 		snapshots: prometheus.NewDesc("cairn_snapshots", "User snapshots by state.", []string{"state"}, nil),
+		runs: prometheus.NewDesc("cairn_schedule_runs", "Schedule runs in the history by state (failed: given up after the retries; retrying: a retry is due).",
+			[]string{"state"}, nil),
 	}
 	m.registry.MustRegister(m.durations, m, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	svc.OnTaskFinished = func(kind, state string, d time.Duration) {
@@ -56,6 +59,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.tasks
 	ch <- m.volumes
 	ch <- m.snapshots
+	ch <- m.runs
 }
 
 // Collect implements prometheus.Collector.
@@ -79,6 +83,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		for st, n := range snaps {
 			ch <- prometheus.MustNewConstMetric(m.snapshots, prometheus.GaugeValue, float64(n), st)
+		}
+		runs, err := tx.CountScheduleRuns(ctx)
+		if err != nil {
+			return err
+		}
+		for st, n := range runs {
+			ch <- prometheus.MustNewConstMetric(m.runs, prometheus.GaugeValue, float64(n), st)
 		}
 		return nil
 	})

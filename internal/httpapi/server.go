@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -449,6 +450,79 @@ func (h *Handler) routes() {
 	})
 	h.handle("GET /v1/backups/{backup}/exports/{export}/credentials", func(r *http.Request, c service.Caller) (result, error) {
 		v, err := s.BackupExportCredentials(r.Context(), c, r.PathValue("backup"), r.PathValue("export"))
+		return res(ok, v, err)
+	})
+
+	// schedules
+	h.handle("GET /v1/schedules", func(r *http.Request, c service.Caller) (result, error) {
+		pg, err := page(r)
+		if err != nil {
+			return result{}, err
+		}
+		v, err := s.ListSchedules(r.Context(), c, pg)
+		return res(ok, v, err)
+	})
+	h.handle("POST /v1/schedules", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.ScheduleCreate
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.CreateSchedule(r.Context(), c, req)
+		return res(created, v, err)
+	})
+	h.handle("GET /v1/schedules/{schedule}", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.GetSchedule(r.Context(), c, r.PathValue("schedule"))
+		return res(ok, v, err)
+	})
+	h.handle("PATCH /v1/schedules/{schedule}", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.ScheduleUpdate
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.UpdateSchedule(r.Context(), c, r.PathValue("schedule"), req)
+		return res(ok, v, err)
+	})
+	h.handle("DELETE /v1/schedules/{schedule}", func(r *http.Request, c service.Caller) (result, error) {
+		return none(s.DeleteSchedule(r.Context(), c, r.PathValue("schedule")))
+	})
+	h.handle("POST /v1/schedules/{schedule}/run", func(r *http.Request, c service.Caller) (result, error) {
+		v, err := s.RunScheduleNow(r.Context(), c, r.PathValue("schedule"))
+		return res(accepted, v, err)
+	})
+	h.handle("GET /v1/schedules/{schedule}/next", func(r *http.Request, c service.Caller) (result, error) {
+		count := 5
+		if q := r.URL.Query().Get("count"); q != "" {
+			n, err := strconv.Atoi(q)
+			if err != nil {
+				return result{}, core.Invalid("count %q is not a number", q)
+			}
+			count = n
+		}
+		v, err := s.NextRuns(r.Context(), c, r.PathValue("schedule"), count)
+		return res(ok, v, err)
+	})
+	h.handle("GET /v1/schedules/{schedule}/history", func(r *http.Request, c service.Caller) (result, error) {
+		pg, err := page(r)
+		if err != nil {
+			return result{}, err
+		}
+		v, err := s.ScheduleHistory(r.Context(), c, r.PathValue("schedule"), pg)
+		return res(ok, v, err)
+	})
+	h.handle("POST /v1/schedules/{schedule}/retention-preview", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.ScheduleUpdate
+		if err := decodeOptional(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.RetentionPreview(r.Context(), c, r.PathValue("schedule"), &req)
+		return res(ok, v, err)
+	})
+	h.handle("PATCH /v1/volumes/{volume}/labels", func(r *http.Request, c service.Caller) (result, error) {
+		var req apitypes.VolumeLabels
+		if err := decode(r, &req); err != nil {
+			return result{}, err
+		}
+		v, err := s.LabelVolume(r.Context(), c, r.PathValue("volume"), req)
 		return res(ok, v, err)
 	})
 

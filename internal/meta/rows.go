@@ -122,7 +122,7 @@ type Backup struct {
 	BytesRead    int64
 	BytesAdded   int64
 	DurationMS   int64
-	UniqueBytes  int64 // stored bytes only this backup holds
+	UniqueBytes  int64  // stored bytes only this backup holds
 	ScheduleID   string // the schedule that made it, or ""
 	Error        string
 	CreatedAt    time.Time
@@ -549,7 +549,8 @@ func (t *Tx) AllSnapshots(ctx context.Context, volumeID string) ([]Snapshot, err
 
 // CountSnapshots counts a volume's snapshots of a kind ("" = all).
 func (t *Tx) CountSnapshots(ctx context.Context, volumeID, kind string) (int, error) {
-	q := `SELECT COUNT(*) FROM snapshots WHERE volume_id = ?`
+	// Snapshots being deleted do not count: they are as good as gone.
+	q := `SELECT COUNT(*) FROM snapshots WHERE volume_id = ? AND state <> 'deleting'`
 	args := []any{volumeID}
 	if kind != "" {
 		q += ` AND kind = ?`

@@ -37,7 +37,7 @@ type ScheduleRun struct {
 	Slot       time.Time
 	VolumeID   string
 	TaskID     string
-	State      string // queued, running, succeeded, failed, retrying, missed, skipped
+	State      string // queued, succeeded, failed, retrying, missed, skipped
 	Attempt    int
 	RetryAt    time.Time
 	Message    string
@@ -188,17 +188,28 @@ func (t *Tx) ScheduleRunByTask(ctx context.Context, taskID string) (ScheduleRun,
 	return scanScheduleRun(t.queryRow(ctx, `SELECT `+scheduleRunCols+` FROM schedule_runs WHERE task_id = ?`, taskID))
 }
 
-// ScheduleRuns lists a schedule's runs, newest first, before the cursor
-// (created_at of the last one seen; "" for the first page).
-func (t *Tx) ScheduleRuns(ctx context.Context, scheduleID, before string, limit int) ([]ScheduleRun, error) {
+// ScheduleRuns lists a schedule's runs, newest first, after the cursor
+// (the created_at and id of the last one seen; empty for the first page).
+func (t *Tx) ScheduleRuns(ctx context.Context, scheduleID, beforeTime, beforeID string, limit int) ([]ScheduleRun, error) {
 	q := `SELECT ` + scheduleRunCols + ` FROM schedule_runs WHERE schedule_id = ?`
 	args := []any{scheduleID}
-	if before != "" {
-		q += ` AND created_at < ?`
-		args = append(args, before)
+	if beforeTime != "" {
+		q += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
+		args = append(args, beforeTime, beforeTime, beforeID)
 	}
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
 	return t.scheduleRuns(ctx, q, append(args, limit)...)
+}
+
+// ScheduleRunsAt lists a schedule's runs recorded at the instant at.
+func (t *Tx) ScheduleRunsAt(ctx context.Context, scheduleID string, at time.Time) ([]ScheduleRun, error) {
+	return t.scheduleRuns(ctx, `SELECT `+scheduleRunCols+` FROM schedule_runs WHERE schedule_id = ? AND created_at = ? ORDER BY id`,
+		scheduleID, FormatTime(at))
+}
+
+// PendingScheduleRuns lists the runs whose task has not been seen to end.
+func (t *Tx) PendingScheduleRuns(ctx context.Context) ([]ScheduleRun, error) {
+	return t.scheduleRuns(ctx, `SELECT `+scheduleRunCols+` FROM schedule_runs WHERE state = 'queued' ORDER BY created_at`)
 }
 
 // RetriesDue lists the failed runs waiting for a retry at or before now.

@@ -48,6 +48,9 @@ type Options struct {
 	// they always do).
 	ExportTLS    bool
 	MaxSnapshots int // per volume; default 1000
+	// ScheduleGrace is how late a missed schedule slot may still run once
+	// at start (default 6 h).
+	ScheduleGrace time.Duration
 	// NoNode disables the in-process node (for a server whose host holds no volumes).
 	NoNode bool
 	// NodeName names the in-process node (default "local").
@@ -134,6 +137,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	svc := service.New(db, service.Config{MaxSnapshotsPerVolume: o.MaxSnapshots, ExportAddress: o.ExportAddress,
+		ScheduleGrace: o.ScheduleGrace, Logger: o.Logger.With("component", "scheduler"),
 		ExportTLS: o.ExportTLS, CA: ca, SecretKey: secretKey})
 	s := &Server{db: db, errc: make(chan error, 4)}
 	fail := func(err error) (*Server, error) {
@@ -243,6 +247,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			}
 		}
 	}()
+	// The scheduler: it works only while this process holds the lease row,
+	// so several servers on one store run each slot once.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		svc.RunScheduler(runCtx, schedulerHolder(), time.Second)
+	}()
 	if !o.NoNode {
 		opts := []client.Option{}
 		if nodeHTTP != nil {
@@ -265,6 +276,12 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		o.Out("admin token: see %s\n", tokenFile)
 	}
 	return s, nil
+}
+
+// schedulerHolder names this process in the scheduler's lease row.
+func schedulerHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), core.RandomToken(4))
 }
 
 // localURL points the in-process node at loopback even when the server listens

@@ -69,31 +69,37 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, volRef string, req
 		if err != nil {
 			return nil, err
 		}
-		if err := liveVolume(v); err != nil {
-			return nil, err
-		}
 		r, err := backupRepository(ctx, tx, c, req.Repository)
 		if err != nil {
 			return nil, err
 		}
-		if kind, _, _ := location.Parse(r.URL); kind == location.Local && r.NodeID != v.NodeID {
-			return nil, core.Conflict("unreachable", "repository %q is a directory on another node than volume %q: use an S3 repository, or one on the volume's node", r.Name, v.Name)
-		}
-		id := core.NewID()
-		now := s.now()
-		sn := meta.Snapshot{ID: core.NewID(), VolumeID: v.ID, Name: systemTag(id), Tag: systemTag(id), Kind: SnapshotSystem,
-			State: apitypes.SnapshotCreating, Size: v.Size, CreatedAt: now}
-		if err := tx.InsertSnapshot(ctx, sn); err != nil {
-			return nil, err
-		}
-		if err := tx.InsertBackup(ctx, meta.Backup{ID: id, ProjectID: c.ProjectID, RepositoryID: r.ID, VolumeID: v.ID,
-			State: apitypes.BackupCreating, CreatedAt: now}); err != nil {
-			return nil, err
-		}
-		t := s.newTask(c, apitypes.OpBackupCreate, v, "backup", id, map[string]string{"backup_id": id, "snapshot_id": sn.ID, "repository_id": r.ID})
-		t.Cancelable = true
-		return t, nil
+		return s.backupCreateTask(ctx, tx, c, v, r, "")
 	})
+}
+
+// backupCreateTask makes the task (with its backup and system snapshot
+// rows) of a backup of v into r; scheduleID names the schedule asking.
+func (s *Service) backupCreateTask(ctx context.Context, tx *meta.Tx, c Caller, v meta.Volume, r meta.Repository, scheduleID string) (*meta.Task, error) {
+	if err := liveVolume(v); err != nil {
+		return nil, err
+	}
+	if kind, _, _ := location.Parse(r.URL); kind == location.Local && r.NodeID != v.NodeID {
+		return nil, core.Conflict("unreachable", "repository %q is a directory on another node than volume %q: use an S3 repository, or one on the volume's node", r.Name, v.Name)
+	}
+	id := core.NewID()
+	now := s.now()
+	sn := meta.Snapshot{ID: core.NewID(), VolumeID: v.ID, Name: systemTag(id), Tag: systemTag(id), Kind: SnapshotSystem,
+		State: apitypes.SnapshotCreating, Size: v.Size, CreatedAt: now}
+	if err := tx.InsertSnapshot(ctx, sn); err != nil {
+		return nil, err
+	}
+	if err := tx.InsertBackup(ctx, meta.Backup{ID: id, ProjectID: v.ProjectID, RepositoryID: r.ID, VolumeID: v.ID,
+		State: apitypes.BackupCreating, CreatedAt: now, ScheduleID: scheduleID}); err != nil {
+		return nil, err
+	}
+	t := s.newTask(c, apitypes.OpBackupCreate, v, "backup", id, map[string]string{"backup_id": id, "snapshot_id": sn.ID, "repository_id": r.ID})
+	t.Cancelable = true
+	return t, nil
 }
 
 // backupOutcome makes the plan of a backup: the system snapshot to take,
@@ -559,50 +565,65 @@ func (s *Service) ForgetBackups(ctx context.Context, c Caller, volRef string, re
 		if err != nil {
 			return nil, err
 		}
-		bs, err := tx.Backups(ctx, meta.BackupFilter{ProjectID: c.ProjectID, VolumeID: v.ID, RepositoryID: r.ID, Limit: 1 << 30})
-		if err != nil {
-			return nil, err
-		}
-		var cands []meta.Backup
-		for _, b := range bs {
-			if b.State == apitypes.BackupReady || b.State == apitypes.BackupCorrupt {
-				cands = append(cands, b)
-			}
-		}
-		items := make([]retention.Item, len(cands))
-		for i, b := range cands {
-			items[i] = retention.Item{Time: b.CreatedAt}
-		}
-		served := map[string]bool{}
-		for _, b := range cands {
-			es, err := tx.BackupExports(ctx, b.ID, "")
-			if err != nil {
-				return nil, err
-			}
-			served[b.ID] = len(es) > 0
-		}
-		var forget, keep, exported []string
-		for i, d := range retention.Apply(items, pol) {
-			switch {
-			case d.Keep:
-				keep = append(keep, cands[i].ID)
-			case served[cands[i].ID]:
-				// Served over NBD: it stays until unexported.
-				keep = append(keep, cands[i].ID)
-				exported = append(exported, cands[i].ID)
-			default:
-				forget = append(forget, cands[i].ID)
-			}
-		}
-		t := &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupForget, State: apitypes.TaskQueued, ProjectID: c.ProjectID,
-			NodeID: r.NodeID, VolumeID: v.ID, ResourceType: "volume", ResourceID: v.ID, CreatedAt: s.now(),
-			Params: map[string]string{"repository_id": r.ID, "forget": strings.Join(forget, " "), "keep": strings.Join(keep, " "),
-				"dry_run": strconv.FormatBool(req.DryRun)}}
-		if len(exported) > 0 {
-			t.Params["kept_exported"] = strings.Join(exported, " ")
-		}
-		return t, nil
+		return s.forgetTask(ctx, tx, v, r, pol, req.DryRun, nil)
 	})
+}
+
+// forgetTask makes the task of a forget of v's backups in r that pol does
+// not keep; only decides: the ids go in the task's params. only, when set,
+// limits the candidates (a schedule's retention: its own backups).
+func (s *Service) forgetTask(ctx context.Context, tx *meta.Tx, v meta.Volume, r meta.Repository, pol retention.Policy, dryRun bool,
+	only func(meta.Backup) bool) (*meta.Task, error) {
+	forget, keep, exported, err := s.forgetDecision(ctx, tx, v, r, pol, only)
+	if err != nil {
+		return nil, err
+	}
+	t := &meta.Task{ID: core.NewID(), Kind: apitypes.OpBackupForget, State: apitypes.TaskQueued, ProjectID: v.ProjectID,
+		NodeID: r.NodeID, VolumeID: v.ID, ResourceType: "volume", ResourceID: v.ID, CreatedAt: s.now(),
+		Params: map[string]string{"repository_id": r.ID, "forget": strings.Join(forget, " "), "keep": strings.Join(keep, " "),
+			"dry_run": strconv.FormatBool(dryRun)}}
+	if len(exported) > 0 {
+		t.Params["kept_exported"] = strings.Join(exported, " ")
+	}
+	return t, nil
+}
+
+// forgetDecision applies pol to v's finished backups in r (those only
+// accepts): which go, which stay, and which stay because they are exported.
+func (s *Service) forgetDecision(ctx context.Context, tx *meta.Tx, v meta.Volume, r meta.Repository, pol retention.Policy,
+	only func(meta.Backup) bool) (forget, keep, exported []string, err error) {
+	bs, err := tx.Backups(ctx, meta.BackupFilter{ProjectID: v.ProjectID, VolumeID: v.ID, RepositoryID: r.ID, Limit: 1 << 30})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var cands []meta.Backup
+	for _, b := range bs {
+		if (b.State == apitypes.BackupReady || b.State == apitypes.BackupCorrupt) && (only == nil || only(b)) {
+			cands = append(cands, b)
+		}
+	}
+	items := make([]retention.Item, len(cands))
+	for i, b := range cands {
+		items[i] = retention.Item{Time: b.CreatedAt}
+	}
+	for i, d := range retention.Apply(items, pol) {
+		if d.Keep {
+			keep = append(keep, cands[i].ID)
+			continue
+		}
+		es, err := tx.BackupExports(ctx, cands[i].ID, "")
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if len(es) > 0 {
+			// Served over NBD: it stays until unexported.
+			keep = append(keep, cands[i].ID)
+			exported = append(exported, cands[i].ID)
+			continue
+		}
+		forget = append(forget, cands[i].ID)
+	}
+	return forget, keep, exported, nil
 }
 
 // forgetOutcome makes the plan of a forget (or of a backup verify): the

@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,10 +26,16 @@ import (
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/meta"
+	"github.com/cairn-backup/cairn/internal/schedule"
 )
 
 // Config holds the service's limits and settings.
 type Config struct {
+	// Logger receives the scheduler's warnings (default slog.Default()).
+	Logger *slog.Logger
+	// ScheduleGrace is how late a missed slot may still run once, when the
+	// server starts again (default 6 h).
+	ScheduleGrace time.Duration
 	// MaxSnapshotsPerVolume limits user snapshots per volume (default 1000).
 	MaxSnapshotsPerVolume int
 	// ExportAddress is the address NBD exports listen on (default 127.0.0.1).
@@ -53,7 +60,8 @@ type Service struct {
 	cfg Config
 	now func() time.Time
 
-	changed broadcaster // wakes claimers and task waiters
+	changed   broadcaster   // wakes claimers and task waiters
+	schedWake chan struct{} // wakes the scheduler
 
 	// OnTaskFinished, if set, is called after a task reaches a final state.
 	OnTaskFinished func(kind, state string, d time.Duration)
@@ -70,7 +78,17 @@ func New(db *meta.DB, cfg Config) *Service {
 	if cfg.NodeTimeout <= 0 {
 		cfg.NodeTimeout = 60 * time.Second
 	}
-	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }}
+	if cfg.ScheduleGrace <= 0 {
+		cfg.ScheduleGrace = schedule.DefaultGrace
+	}
+	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, schedWake: make(chan struct{}, 1)}
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.cfg.Logger != nil {
+		return s.cfg.Logger
+	}
+	return slog.Default()
 }
 
 // DB returns the metadata store.

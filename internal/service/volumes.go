@@ -354,7 +354,12 @@ func (s *Service) GetSnapshot(ctx context.Context, c Caller, vref, sref string) 
 
 // autoName picks a free snapshot name from the time.
 func (s *Service) autoName(ctx context.Context, tx *meta.Tx, volumeID, prefix string) (string, error) {
-	base := prefix + s.now().Format("20060102-150405")
+	return freeName(ctx, tx, volumeID, prefix+s.now().Format("20060102-150405"))
+}
+
+// freeName returns base, or base-2, base-3 ... whichever no snapshot of the
+// volume has.
+func freeName(ctx context.Context, tx *meta.Tx, volumeID, base string) (string, error) {
 	name := base
 	for i := 2; ; i++ {
 		_, err := tx.SnapshotByName(ctx, volumeID, name)
@@ -371,6 +376,12 @@ func (s *Service) autoName(ctx context.Context, tx *meta.Tx, volumeID, prefix st
 // insertCreatingSnapshot validates the limit and the name and inserts a
 // snapshot row in state creating (its parent is set when the task commits).
 func (s *Service) insertCreatingSnapshot(ctx context.Context, tx *meta.Tx, v meta.Volume, name, desc, autoPrefix string) (meta.Snapshot, error) {
+	return s.insertSnapshotRow(ctx, tx, v, name, desc, autoPrefix, "")
+}
+
+// insertSnapshotRow is insertCreatingSnapshot for a snapshot a schedule
+// (scheduleID, or "") asks for.
+func (s *Service) insertSnapshotRow(ctx context.Context, tx *meta.Tx, v meta.Volume, name, desc, autoPrefix, scheduleID string) (meta.Snapshot, error) {
 	n, err := tx.CountSnapshots(ctx, v.ID, SnapshotUser)
 	if err != nil {
 		return meta.Snapshot{}, err
@@ -396,7 +407,7 @@ func (s *Service) insertCreatingSnapshot(ctx context.Context, tx *meta.Tx, v met
 	}
 	id := core.NewID()
 	sn := meta.Snapshot{ID: id, VolumeID: v.ID, Name: name, Tag: id, Description: desc, Kind: SnapshotUser,
-		State: apitypes.SnapshotCreating, Size: v.Size, CreatedAt: s.now()}
+		State: apitypes.SnapshotCreating, Size: v.Size, CreatedAt: s.now(), ScheduleID: scheduleID}
 	return sn, tx.InsertSnapshot(ctx, sn)
 }
 
@@ -450,48 +461,56 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c Caller, vref, sref strin
 		if err != nil {
 			return nil, err
 		}
-		if v.State == apitypes.VolumeDeleting {
-			return nil, core.Conflict("busy", "volume %q is being deleted", v.Name)
-		}
-		tree, err := loadTree(ctx, tx, v)
-		if err != nil {
-			return nil, err
-		}
-		ids := []string{sn.ID}
-		if subtree {
-			ids = tree.Subtree(sn.ID)
-		}
-		busy, err := busyRefs(ctx, tx, v.ID)
-		if err != nil {
-			return nil, err
-		}
-		es, err := tx.Exports(ctx, v.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, id := range ids {
-			x := tree.Get(id)
-			if x.State == apitypes.SnapshotCreating || x.State == apitypes.SnapshotDeleting {
-				return nil, core.Conflict("busy", "snapshot %q is %s", x.Name, x.State)
-			}
-			if kind, ok := busy[id]; ok {
-				return nil, core.Conflict("busy", "snapshot %q is needed by a queued %s task", x.Name, kind)
-			}
-			for _, e := range es {
-				if e.SnapshotID != nil && *e.SnapshotID == id {
-					return nil, core.Conflict("exported", "snapshot %q is exported: unexport it first", x.Name)
-				}
-			}
-		}
-		for _, id := range ids {
-			x := *tree.Get(id)
-			x.State = apitypes.SnapshotDeleting
-			if err := tx.UpdateSnapshot(ctx, x); err != nil {
-				return nil, err
-			}
-		}
-		return s.newTask(c, apitypes.OpSnapshotDelete, v, "snapshot", sn.ID, map[string]string{"snapshot_id": sn.ID, "subtree": fmt.Sprint(subtree)}), nil
+		return s.snapshotDeleteTask(ctx, tx, c, v, sn, subtree)
 	})
+}
+
+// snapshotDeleteTask marks sn (and its subtree) deleting and makes the task.
+func (s *Service) snapshotDeleteTask(ctx context.Context, tx *meta.Tx, c Caller, v meta.Volume, sn meta.Snapshot, subtree bool) (*meta.Task, error) {
+	if v.State == apitypes.VolumeDeleting {
+		return nil, core.Conflict("busy", "volume %q is being deleted", v.Name)
+	}
+	tree, err := loadTree(ctx, tx, v)
+	if err != nil {
+		return nil, err
+	}
+	ids := []string{sn.ID}
+	if subtree {
+		ids = tree.Subtree(sn.ID)
+	}
+	busy, err := busyRefs(ctx, tx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	es, err := tx.Exports(ctx, v.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		x := tree.Get(id)
+		if x == nil {
+			return nil, core.NotFound("snapshot %q of volume %q not found", id, v.Name)
+		}
+		if x.State == apitypes.SnapshotCreating || x.State == apitypes.SnapshotDeleting {
+			return nil, core.Conflict("busy", "snapshot %q is %s", x.Name, x.State)
+		}
+		if kind, ok := busy[id]; ok {
+			return nil, core.Conflict("busy", "snapshot %q is needed by a queued %s task", x.Name, kind)
+		}
+		for _, e := range es {
+			if e.SnapshotID != nil && *e.SnapshotID == id {
+				return nil, core.Conflict("exported", "snapshot %q is exported: unexport it first", x.Name)
+			}
+		}
+	}
+	for _, id := range ids {
+		x := *tree.Get(id)
+		x.State = apitypes.SnapshotDeleting
+		if err := tx.UpdateSnapshot(ctx, x); err != nil {
+			return nil, err
+		}
+	}
+	return s.newTask(c, apitypes.OpSnapshotDelete, v, "snapshot", sn.ID, map[string]string{"snapshot_id": sn.ID, "subtree": fmt.Sprint(subtree)}), nil
 }
 
 // ApplySnapshot queues making the live disk exactly the snapshot's content.

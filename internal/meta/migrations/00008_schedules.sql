@@ -45,7 +45,7 @@ CREATE TABLE schedule_runs (
 );
 CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, created_at);
 CREATE INDEX schedule_runs_task ON schedule_runs (task_id);
-CREATE INDEX schedule_runs_retry ON schedule_runs (state, retry_at);
+CREATE INDEX schedule_runs_state ON schedule_runs (state, retry_at);
 
 CREATE TABLE leases (
     name       TEXT PRIMARY KEY,
