@@ -429,7 +429,11 @@ row() {
 }
 
 changed_med=$(printf '%s' "$changed_all" | median)
-cairn_version="cairn $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ -n "$(git --no-optional-locks status --porcelain 2>/dev/null)" ] && echo ' (uncommitted changes)')"
+dirty=""
+if [ -n "$(git --no-optional-locks status --porcelain 2>/dev/null || true)" ]; then
+  dirty=" (uncommitted changes)"
+fi
+cairn_version="cairn $(git rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
 versions="$cairn_version, $(restic version | awk '{print "restic " $2}'), $(qemu-nbd --version | head -1 | awk '{print "qemu-nbd " $2}'), nbdcopy $(nbdcopy --version | awk 'NR == 1 {print $2}')"
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 fs=$(df -T "$work" | awk 'NR == 2 {print $2}')
