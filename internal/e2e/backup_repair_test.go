@@ -32,13 +32,7 @@ func TestBackupVerifyRepair(t *testing.T) {
 	srv := startServer(t, serverOpts{data: data})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	waitRepositoryReady(t, c, "default")
-	pw, err := c.GetRepository(ctx, "default", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := newRepoEnv(t, pw.URL)
-	rp.env[1] = "CAIRN_PASSWORD=" + pw.Password
+	rp, pw := defaultRepoEnv(t, c)
 
 	img := filepath.Join(t.TempDir(), "disk.raw")
 	randomImage(t, img, 32<<20, 7)

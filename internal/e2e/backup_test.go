@@ -31,19 +31,27 @@ func systemTags(t *testing.T, file string) []string {
 // system snapshot, that the incremental read little, that one system
 // snapshot is left, and that a crash during a backup leaves the previous
 // backup and its base in place.
+// defaultRepoEnv waits for the project's default repository and returns a
+// `cairn repo` environment on it, with its password, and the repository.
+func defaultRepoEnv(t *testing.T, c *client.Client) (*repoEnv, apitypes.Repository) {
+	t.Helper()
+	waitRepositoryReady(t, c, "default")
+	pw, err := c.GetRepository(testCtx(t), "default", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := newRepoEnv(t, pw.URL)
+	rp.env[1] = "CAIRN_PASSWORD=" + pw.Password
+	return rp, pw
+}
+
 func TestVolumeBackups(t *testing.T) {
 	requireQEMU(t)
 	data := t.TempDir()
 	srv := startServer(t, serverOpts{data: data})
 	c := srv.Client(t)
 	ctx := testCtx(t)
-	waitRepositoryReady(t, c, "default")
-	pw, err := c.GetRepository(ctx, "default", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := newRepoEnv(t, pw.URL)
-	rp.env[1] = "CAIRN_PASSWORD=" + pw.Password
+	rp, pw := defaultRepoEnv(t, c)
 
 	// A volume with data: imported from a qcow2 image made with qemu-io.
 	src := filepath.Join(t.TempDir(), "src.qcow2")

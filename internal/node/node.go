@@ -35,6 +35,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/qemu"
+	"github.com/cairn-backup/cairn/internal/repo"
 )
 
 // Server is what the node needs from the cairn server; internal/client
@@ -78,6 +79,8 @@ type Worker struct {
 	backups map[string]*backupServer // by export id
 
 	uncleanStart bool // the previous run did not stop cleanly
+
+	keys repo.KeyCache // repository keys, derived from their passwords once
 }
 
 // Intervals of the worker's loops (variables for tests).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,6 +45,44 @@ type Options struct {
 	LockWait time.Duration
 	// KDF overrides the key derivation cost of new key files (tests).
 	KDF *crypto.KDFParams
+	// Keys, when set, keeps the keys Open unlocks, so that a process that
+	// opens one repository again and again (a node) derives each key from
+	// its password once.
+	Keys *KeyCache
+}
+
+// KeyCache holds unlocked master keys by repository, key file and
+// password. A key file removed from the repository is no longer used,
+// whatever the cache holds. Safe for concurrent use.
+type KeyCache struct {
+	mu sync.Mutex
+	m  map[string]*crypto.MasterKey
+}
+
+func keyCacheID(cfg *format.Config, name string, password []byte) string {
+	h := sha256.Sum256(password)
+	return cfg.ID + "/" + name + "/" + hex.EncodeToString(h[:])
+}
+
+func (c *KeyCache) get(id string) *crypto.MasterKey {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+func (c *KeyCache) put(id string, k *crypto.MasterKey) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*crypto.MasterKey{}
+	}
+	c.m[id] = k
 }
 
 // Repository is an open, unlocked repository. Its methods may be called
@@ -167,6 +206,14 @@ func Open(ctx context.Context, store blob.Store, password []byte, opts Options) 
 	}
 	var lastErr error
 	for _, name := range keys {
+		cacheID := keyCacheID(cfg, name, password)
+		if key := opts.Keys.get(cacheID); key != nil {
+			if plain, err := key.Open(cfg.KeyCheck, format.ConfigAD); err == nil && string(plain) == cfg.ID {
+				r := newRepository(store, cfg, key, opts)
+				r.keyID = strings.TrimPrefix(name, format.KeysPrefix)
+				return r, nil
+			}
+		}
 		kf, err := readKeyFile(ctx, store, name)
 		if err != nil {
 			lastErr = err
@@ -183,6 +230,7 @@ func Open(ctx context.Context, store blob.Store, password []byte, opts Options) 
 			lastErr = core.Corrupt("key %s unlocks but does not match the repository config (wrong config object?)", strings.TrimPrefix(name, format.KeysPrefix))
 			continue
 		}
+		opts.Keys.put(cacheID, key)
 		r := newRepository(store, cfg, key, opts)
 		r.keyID = strings.TrimPrefix(name, format.KeysPrefix)
 		return r, nil

@@ -453,3 +453,39 @@ func TestS3(t *testing.T) {
 	}
 	t.Logf("refused credentials: %v", err)
 }
+
+// TestKeyCache: a cached key opens the repository without its key file
+// being unlocked again; a wrong password is refused all the same; a key
+// removed from the repository no longer opens it, cached or not.
+func TestKeyCache(t *testing.T) {
+	ctx := context.Background()
+	r, store := newTestRepo(t)
+	id2, err := r.AddKey(ctx, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.Keys = &KeyCache{}
+	for range 2 {
+		if _, err := Open(ctx, store, testPassword, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(opts.Keys.m) != 1 {
+		t.Fatalf("cache holds %d keys, want 1", len(opts.Keys.m))
+	}
+	if _, err := Open(ctx, store, []byte("wrong"), opts); core.KindOf(err) != core.KindUnauthorized {
+		t.Fatalf("wrong password with a cache: %v", err)
+	}
+	r2, err := Open(ctx, store, []byte("second"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.RemoveKey(ctx, r.KeyID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, store, testPassword, opts); core.KindOf(err) != core.KindUnauthorized {
+		t.Fatalf("a removed key still opens from the cache: %v", err)
+	}
+	_ = id2
+}

@@ -48,24 +48,34 @@ func (s *Service) repositoryNode(ctx context.Context, tx *meta.Tx, r meta.Reposi
 	return s.pickNode(ctx, tx, nodeRef)
 }
 
+// finishedBackupOn finds a finished backup of the caller's project, its
+// repository, and the node that reads it (nodeRef, or one that can).
+func (s *Service) finishedBackupOn(ctx context.Context, tx *meta.Tx, c Caller, ref, nodeRef string) (meta.Backup, meta.Repository, meta.Node, error) {
+	b, err := backupByRef(ctx, tx, c, ref)
+	if err != nil {
+		return b, meta.Repository{}, meta.Node{}, err
+	}
+	if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
+		return b, meta.Repository{}, meta.Node{}, core.Conflict("not_ready", "backup %s is %s", b.ID, b.State)
+	}
+	r, err := tx.RepositoryByID(ctx, c.ProjectID, b.RepositoryID)
+	if meta.IsNoRows(err) {
+		return b, r, meta.Node{}, core.NotFound("the repository of backup %s no longer exists", b.ID)
+	}
+	if err != nil {
+		return b, r, meta.Node{}, err
+	}
+	n, err := s.repositoryNode(ctx, tx, r, nodeRef)
+	return b, r, n, err
+}
+
 // CreateBackupExport queues serving a disk image backup over NBD.
 func (s *Service) CreateBackupExport(ctx context.Context, c Caller, ref string, req apitypes.BackupExportCreate) (apitypes.Task, error) {
 	if err := c.requireWrite(); err != nil {
 		return apitypes.Task{}, err
 	}
 	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
-		b, err := backupByRef(ctx, tx, c, ref)
-		if err != nil {
-			return nil, err
-		}
-		if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
-			return nil, core.Conflict("not_ready", "backup %s is %s", b.ID, b.State)
-		}
-		r, err := tx.RepositoryByID(ctx, c.ProjectID, b.RepositoryID)
-		if err != nil {
-			return nil, err
-		}
-		n, err := s.repositoryNode(ctx, tx, r, req.Node)
+		b, r, n, err := s.finishedBackupOn(ctx, tx, c, ref, req.Node)
 		if err != nil {
 			return nil, err
 		}

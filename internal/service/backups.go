@@ -828,18 +828,7 @@ func (s *Service) CopyBackupFiles(ctx context.Context, c Caller, ref string, req
 		return apitypes.Task{}, core.Invalid("partition %d: partitions count from 1", req.Partition)
 	}
 	return s.submit(ctx, c, func(tx *meta.Tx) (*meta.Task, error) {
-		b, err := backupByRef(ctx, tx, c, ref)
-		if err != nil {
-			return nil, err
-		}
-		if b.State != apitypes.BackupReady && b.State != apitypes.BackupCorrupt {
-			return nil, core.Conflict("not_ready", "backup %s is %s", b.ID, b.State)
-		}
-		r, err := tx.RepositoryByID(ctx, c.ProjectID, b.RepositoryID)
-		if err != nil {
-			return nil, err
-		}
-		n, err := s.repositoryNode(ctx, tx, r, req.Node)
+		b, r, n, err := s.finishedBackupOn(ctx, tx, c, ref, req.Node)
 		if err != nil {
 			return nil, err
 		}

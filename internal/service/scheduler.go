@@ -62,8 +62,6 @@ func (s *Service) RunScheduler(ctx context.Context, holder string, interval time
 	if interval <= 0 {
 		interval = time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -73,11 +71,26 @@ func (s *Service) RunScheduler(ctx context.Context, holder string, interval time
 		if _, err := s.SchedulerTick(ctx, holder); err != nil && ctx.Err() == nil {
 			s.log().Warn("scheduler", "err", err)
 		}
+		// Wake at the next run if it comes before the next round, so that
+		// a slot is not up to a round late.
+		wait := interval
+		var next time.Time
+		_ = s.db.View(ctx, func(tx *meta.Tx) error {
+			var err error
+			next, err = tx.NextScheduleRun(ctx)
+			return err
+		})
+		if d := next.Sub(s.now()); !next.IsZero() && d < wait {
+			wait = max(d, time.Millisecond)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		case <-s.schedWake:
+			t.Stop()
 		}
 	}
 }

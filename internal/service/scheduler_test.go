@@ -512,3 +512,35 @@ func TestScheduleBadInput(t *testing.T) {
 	_ = fmt.Sprint
 	_ = meta.FormatTime
 }
+
+// TestSchedulerSameSlotOneVolume: two schedules with the same slot on one
+// volume both run: the second run's task queues behind the first.
+func TestSchedulerSameSlotOneVolume(t *testing.T) {
+	e := newSchedEnv(t, "2026-09-01T00:00:00Z")
+	e.volume("db")
+	for _, n := range []string{"a", "b"} {
+		must(e.s.CreateSchedule(e.ctx, e.admin, apitypes.ScheduleCreate{Name: n, Action: "snapshot",
+			Volumes: []string{"db"}, Frequency: daily("04:00"), Keep: 5}))
+	}
+	e.clk.set(mustTime(t, "2026-09-01T04:00:00Z"))
+	e.tick()
+	first, err := e.s.Claim(e.ctx, e.node, 0)
+	if err != nil || first == nil {
+		t.Fatalf("claim: %v %v", first, err)
+	}
+	if second, _ := e.s.Claim(e.ctx, e.node, 0); second != nil {
+		t.Fatalf("a second task on the volume ran alongside the first: %s", second.Task.Kind)
+	}
+	if err := e.s.Complete(e.ctx, e.node, first.Task.ID, apitypes.NodeComplete{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	for _, n := range []string{"a", "b"} {
+		if h := e.history(n); len(h) != 1 || h[0].State != RunSucceeded {
+			t.Fatalf("schedule %s: %+v", n, h)
+		}
+	}
+	if got := e.snapshots("db"); len(got) != 2 || got[0] == got[1] {
+		t.Fatalf("snapshots: %v", got)
+	}
+}
