@@ -84,7 +84,11 @@ func BenchmarkScheduler10k(b *testing.B) {
 		for b.Loop() {
 			n, cursor := 0, ""
 			for {
-				l, err := s.ListSchedules(ctx, admin, Page{Limit: 1000, Cursor: cursor})
+				pg, err := ParsePage("1000", cursor)
+				if err != nil {
+					b.Fatal(err)
+				}
+				l, err := s.ListSchedules(ctx, admin, pg)
 				if err != nil {
 					b.Fatal(err)
 				}
