@@ -80,7 +80,8 @@ type Worker struct {
 
 	uncleanStart bool // the previous run did not stop cleanly
 
-	keys repo.KeyCache // repository keys, derived from their passwords once
+	keys     repo.KeyCache     // repository keys, derived from their passwords once
+	segments repo.SegmentCache // decoded image segments, read once
 }
 
 // Intervals of the worker's loops (variables for tests).

@@ -317,6 +317,13 @@ func (r *Repository) segmentIDs(ctx context.Context, m *format.Manifest, si int)
 	if sid.IsZero() {
 		return make([]format.ID, n), nil
 	}
+	cache := r.opts.Segments
+	if ctx.Value(noSegmentCache{}) != nil {
+		cache = nil
+	}
+	if ids := cache.get(sid); len(ids) == n {
+		return ids, nil
+	}
 	b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: segment %d: %w", m.ID, si, err)
@@ -325,7 +332,54 @@ func (r *Repository) segmentIDs(ctx context.Context, m *format.Manifest, si int)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: segment %d (%s): %w", m.ID, si, sid.Short(), err)
 	}
+	cache.put(sid, ids)
 	return ids, nil
+}
+
+// noSegmentCache in a context makes segmentIDs read every segment from the
+// repository (verify checks what is stored, not what a cache remembers).
+type noSegmentCache struct{}
+
+// SegmentCache keeps decoded image segments (chunk id lists) by segment
+// id, so that a process that walks the same backups again and again (a
+// node measuring each backup's unique bytes) reads each segment once.
+// Segments never change: their id is their content's hash. Bounded to
+// segmentCacheMax entries; safe for concurrent use.
+type SegmentCache struct {
+	mu    sync.Mutex
+	m     map[format.ID][]format.ID
+	order []format.ID // insertion order, for eviction
+}
+
+const segmentCacheMax = 2048 // about 64 MiB with 1,024 chunks a segment
+
+func (c *SegmentCache) get(id format.ID) []format.ID {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+func (c *SegmentCache) put(id format.ID, ids []format.ID) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[format.ID][]format.ID{}
+	}
+	if _, ok := c.m[id]; ok {
+		return
+	}
+	if len(c.order) >= segmentCacheMax {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.m[id] = ids
+	c.order = append(c.order, id)
 }
 
 // ImageChunks returns the chunk ids of an image backup, in image order (the

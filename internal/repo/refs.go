@@ -28,13 +28,9 @@ func (r *Repository) walkBackup(ctx context.Context, m *format.Manifest, visit b
 			if !descend {
 				continue
 			}
-			b, err := r.LoadBlob(ctx, format.SegmentBlob, sid, nil)
+			ids, err := r.segmentIDs(ctx, m, si)
 			if err != nil {
-				return fmt.Errorf("backup %s: segment %d: %w", m.ID, si, err)
-			}
-			ids, err := format.DecodeSegment(b, m.Image.SegmentLen(si))
-			if err != nil {
-				return fmt.Errorf("backup %s: segment %d (%s): %w", m.ID, si, sid.Short(), err)
+				return err
 			}
 			for _, id := range ids {
 				if id.IsZero() {

@@ -81,3 +81,38 @@ func TestRepairBlobs(t *testing.T) {
 		t.Fatalf("restore after repair and prune: %v", err)
 	}
 }
+
+// TestSegmentCacheNotUsedByVerify: segments a cache remembers are still
+// read from the repository by verify, so damage to them is found.
+func TestSegmentCacheNotUsedByVerify(t *testing.T) {
+	ctx := context.Background()
+	r, store, dir := localRepo(t)
+	img := filepath.Join(t.TempDir(), "img.raw")
+	writeImage(t, img, 6<<20, 9)
+	backupImageFile(t, r, img)
+	opts := testOptions()
+	opts.Segments = &SegmentCache{}
+	r2, err := Open(ctx, store, testPassword, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Stats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(opts.Segments.m) == 0 {
+		t.Fatal("stats cached no segment")
+	}
+	// Damage the metadata pack (the smallest: segments, no data).
+	var meta string
+	for _, p := range packFiles(t, dir) {
+		if meta == "" || mustSize(p) < mustSize(meta) {
+			meta = p
+		}
+	}
+	b, _ := os.ReadFile(meta)
+	b[len(b)/4] ^= 0x20
+	os.WriteFile(meta, b, 0o600)
+	if res, err := r2.Verify(ctx, VerifyOptions{}); err == nil && res.OK() {
+		t.Fatal("verify trusted the segment cache over the damaged pack")
+	}
+}

@@ -49,6 +49,9 @@ type Options struct {
 	// opens one repository again and again (a node) derives each key from
 	// its password once.
 	Keys *KeyCache
+	// Segments, when set, keeps decoded image segments across operations
+	// (verify never uses it).
+	Segments *SegmentCache
 }
 
 // KeyCache holds unlocked master keys by repository, key file and

@@ -56,6 +56,7 @@ func (v *VerifyResult) OK() bool { return len(v.Problems) == 0 }
 // and checks every blob in them (CRC32C, authentication, decompression,
 // id), and reports each damaged blob with the backups that need it.
 func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyResult, error) {
+	ctx = context.WithValue(ctx, noSegmentCache{}, true)
 	res := &VerifyResult{Problems: []Problem{}, Warnings: []string{}}
 	// Index objects: one that fails to decode is a problem; the rest load.
 	x := NewIndex()
