@@ -359,7 +359,7 @@ func (c *SegmentCache) get(id format.ID) []format.ID {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[id]
+	return slices.Clone(c.m[id]) // callers may change what they get
 }
 
 func (c *SegmentCache) put(id format.ID, ids []format.ID) {
@@ -378,7 +378,7 @@ func (c *SegmentCache) put(id format.ID, ids []format.ID) {
 		delete(c.m, c.order[0])
 		c.order = c.order[1:]
 	}
-	c.m[id] = ids
+	c.m[id] = slices.Clone(ids)
 	c.order = append(c.order, id)
 }
 
