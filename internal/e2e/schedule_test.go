@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,16 @@ func TestScheduleEveryMinute(t *testing.T) {
 	}
 	if len(snaps) < 2 || !strings.Contains(strings.Join(names, " "), want) || !strings.Contains(strings.Join(names, " "), "by-hand") {
 		t.Fatalf("snapshots: %v, want by-hand and %s", names, want)
+	}
+	// The run is counted in /metrics.
+	mresp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(mb), `cairn_schedule_runs{state="succeeded"} 1`) {
+		t.Fatalf("/metrics lacks the succeeded run:\n%s", mb)
 	}
 	// The manual snapshot is never the retention's.
 	var p apitypes.RetentionPreview
