@@ -183,6 +183,11 @@ func (t *Tx) UpdateScheduleRun(ctx context.Context, r ScheduleRun) error {
 	return err
 }
 
+// ScheduleRunByID returns one run.
+func (t *Tx) ScheduleRunByID(ctx context.Context, id string) (ScheduleRun, error) {
+	return scanScheduleRun(t.queryRow(ctx, `SELECT `+scheduleRunCols+` FROM schedule_runs WHERE id = ?`, id))
+}
+
 // ScheduleRunByTask returns the run a task carries out.
 func (t *Tx) ScheduleRunByTask(ctx context.Context, taskID string) (ScheduleRun, error) {
 	return scanScheduleRun(t.queryRow(ctx, `SELECT `+scheduleRunCols+` FROM schedule_runs WHERE task_id = ?`, taskID))

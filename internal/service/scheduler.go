@@ -502,19 +502,17 @@ func (s *Service) retryRuns(ctx context.Context, now time.Time) error {
 	var errs []error
 	for _, d := range due {
 		err := s.db.Update(ctx, func(tx *meta.Tx) error {
-			rs, err := tx.RetriesDue(ctx, now)
+			run, err := tx.ScheduleRunByID(ctx, d.ID)
+			if meta.IsNoRows(err) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
-			var r *meta.ScheduleRun
-			for i := range rs {
-				if rs[i].ID == d.ID {
-					r = &rs[i]
-				}
+			if run.State != RunRetrying || run.RetryAt.After(now) {
+				return nil // another scheduler took it
 			}
-			if r == nil {
-				return nil
-			}
+			r := &run
 			x, err := tx.ScheduleByID(ctx, r.ProjectID, r.ScheduleID)
 			if meta.IsNoRows(err) {
 				r.State, r.FinishedAt, r.Message = RunFailed, now, "the schedule was deleted before the retry"

@@ -122,6 +122,12 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func (s *Service) scheduleJSON(ctx context.Context, tx *meta.Tx, x meta.Schedule) apitypes.Schedule {
+	return s.scheduleJSONNamed(ctx, tx, x, map[string]string{})
+}
+
+// scheduleJSONNamed is scheduleJSON with repository names looked up once
+// per id in repos (shared across a page).
+func (s *Service) scheduleJSONNamed(ctx context.Context, tx *meta.Tx, x meta.Schedule, repos map[string]string) apitypes.Schedule {
 	tz := x.TZ
 	if tz == "" {
 		tz = "UTC"
@@ -138,9 +144,14 @@ func (s *Service) scheduleJSON(ctx context.Context, tx *meta.Tx, x meta.Schedule
 		}
 	}
 	if x.RepositoryID != "" {
-		if r, err := tx.RepositoryByID(ctx, x.ProjectID, x.RepositoryID); err == nil {
-			out.Repository = r.Name
+		name, ok := repos[x.RepositoryID]
+		if !ok {
+			if r, err := tx.RepositoryByID(ctx, x.ProjectID, x.RepositoryID); err == nil {
+				name = r.Name
+			}
+			repos[x.RepositoryID] = name
 		}
+		out.Repository = name
 	}
 	if !x.Enabled {
 		out.NextRun = nil
@@ -385,29 +396,11 @@ func (s *Service) ListSchedules(ctx context.Context, c Caller, pg Page) (apitype
 		}
 		repos := map[string]string{}
 		out = pageOf(xs, pg.Limit, func(x meta.Schedule) apitypes.Schedule {
-			return s.scheduleJSONCached(ctx, tx, x, repos)
+			return s.scheduleJSONNamed(ctx, tx, x, repos)
 		}, func(x meta.Schedule) string { return x.Name })
 		return nil
 	})
 	return out, err
-}
-
-// scheduleJSONCached is scheduleJSON with repository names looked up once.
-func (s *Service) scheduleJSONCached(ctx context.Context, tx *meta.Tx, x meta.Schedule, repos map[string]string) apitypes.Schedule {
-	rid := x.RepositoryID
-	x.RepositoryID = ""
-	out := s.scheduleJSON(ctx, tx, x)
-	if rid != "" {
-		name, ok := repos[rid]
-		if !ok {
-			if r, err := tx.RepositoryByID(ctx, x.ProjectID, rid); err == nil {
-				name = r.Name
-			}
-			repos[rid] = name
-		}
-		out.Repository = name
-	}
-	return out
 }
 
 // GetSchedule returns one schedule.
