@@ -59,6 +59,36 @@ import (
 	"github.com/cairn-backup/cairn/internal/core"
 )
 
+// ConsistentLister is implemented by stores whose List shows every object
+// whose Save has returned and none whose Remove has returned (a local
+// directory, memory), whatever the package contract allows in general.
+type ConsistentLister interface {
+	ListsConsistently() bool
+}
+
+// ListsConsistently reports whether s promises consistent listings (see
+// ConsistentLister). Wrappers do not pass the promise on.
+func ListsConsistently(s Store) bool {
+	c, ok := s.(ConsistentLister)
+	return ok && c.ListsConsistently()
+}
+
+// Opener is implemented by stores that can open an object once for many
+// range reads (a local directory: an open file). The reader sees the
+// object as it was when opened, even if it is replaced or removed later;
+// callers that need the contract's view of a removed object use Load.
+type Opener interface {
+	Open(ctx context.Context, name string) (ObjectReader, error)
+}
+
+// ObjectReader reads one opened object; ReadAt returns an error for a
+// range past its end (io.EOF with a short read). Close it when done.
+type ObjectReader interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
 // Info describes one stored object.
 type Info struct {
 	Name string // as given to Save

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
 )
@@ -28,7 +29,10 @@ type Lock struct {
 }
 
 // lockSettle is how long a new lock object is left before the others are
-// listed, so that two processes locking at once see each other's.
+// listed, so that two processes locking at once see each other's in a
+// store that lists eventually. A store that lists consistently needs no
+// wait: of two processes that each save their lock and then list, the one
+// that lists second sees the other's.
 var lockSettle = 50 * time.Millisecond
 
 // Lock takes a shared (backup, forget) or exclusive (prune) lock. A
@@ -71,7 +75,9 @@ func (r *Repository) tryLock(ctx context.Context, exclusive bool, command string
 	if err := r.writeLock(ctx, l.name, &l.lock); err != nil {
 		return nil, nil, err
 	}
-	time.Sleep(lockSettle)
+	if !blob.ListsConsistently(r.store) {
+		time.Sleep(lockSettle)
+	}
 	locks, err := r.Locks(ctx)
 	if err != nil {
 		_ = r.store.Remove(context.WithoutCancel(ctx), l.name)

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/blob/local"
@@ -488,4 +491,48 @@ func TestKeyCache(t *testing.T) {
 		t.Fatalf("a removed key still opens from the cache: %v", err)
 	}
 	_ = id2
+}
+
+// TestLockExclusionWithoutSettle: on a local directory (which lists
+// consistently, so no settle wait is made) many openers racing for the
+// exclusive lock never hold it two at a time, and each gets it in the end.
+func TestLockExclusionWithoutSettle(t *testing.T) {
+	ctx := context.Background()
+	_, store, _ := localRepo(t)
+	if !blob.ListsConsistently(store) {
+		t.Fatal("a local store does not promise consistent listings")
+	}
+	var holders, most atomic.Int32
+	var g errgroup.Group
+	for range 4 {
+		g.Go(func() error {
+			opts := testOptions()
+			opts.LockWait = time.Minute
+			r, err := Open(ctx, store, testPassword, opts)
+			if err != nil {
+				return err
+			}
+			for range 3 {
+				l, err := r.Lock(ctx, true, "prune")
+				if err != nil {
+					return err
+				}
+				n := holders.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(time.Millisecond)
+				holders.Add(-1)
+				if err := l.Release(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if most.Load() != 1 {
+		t.Fatalf("%d exclusive holders at once", most.Load())
+	}
 }

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ListStops", testListStops},
 		{"ConcurrentSameName", testConcurrentSameName},
 		{"Cancel", testCancel},
+		{"Open", testOpen},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
@@ -649,4 +650,46 @@ func BenchmarkSaveLoad(b *testing.B, s blob.Store, size int) {
 			}
 		}
 	})
+}
+
+// testOpen checks blob.Opener, for stores that implement it: the opened
+// object reads as Load does, keeps its bytes when replaced or removed, and
+// a missing or invalid name fails as Load fails.
+func testOpen(t *testing.T, s blob.Store) {
+	op, ok := s.(blob.Opener)
+	if !ok {
+		t.Log("the store does not implement blob.Opener: nothing to check")
+		return
+	}
+	ctx := context.Background()
+	data := Data(21, 100000)
+	save(t, s, "data/ab/open", data)
+	o, err := op.Open(ctx, "data/ab/open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if o.Size() != int64(len(data)) {
+		t.Fatalf("size %d, want %d", o.Size(), len(data))
+	}
+	save(t, s, "data/ab/open", Data(22, 50))
+	if err := s.Remove(ctx, "data/ab/open"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int{{0, 1}, {0, len(data)}, {4095, 8193}, {len(data) - 7, 7}} {
+		got := make([]byte, r[1])
+		if n, err := o.ReadAt(got, int64(r[0])); n != r[1] || (err != nil && err != io.EOF) {
+			t.Fatalf("ReadAt(%d, %d) = %d, %v", r[0], r[1], n, err)
+		}
+		mustEqual(t, fmt.Sprintf("range %v of the opened object", r), got, data[r[0]:r[0]+r[1]])
+	}
+	if n, err := o.ReadAt(make([]byte, 10), int64(len(data)-5)); n != 5 || err == nil {
+		t.Fatalf("ReadAt past the end = %d, %v; want 5 bytes and an error", n, err)
+	}
+	if _, err := op.Open(ctx, "data/ab/open"); !blob.IsNotExist(err) {
+		t.Fatalf("Open of a removed object: %v, want not-exist", err)
+	}
+	if _, err := op.Open(ctx, "../escape"); core.KindOf(err) != core.KindInvalid {
+		t.Fatalf("Open of an invalid name: %v, want invalid", err)
+	}
 }

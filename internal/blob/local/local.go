@@ -385,3 +385,41 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// ListsConsistently reports true: a file renamed into place or removed
+// is seen so by the next directory listing.
+func (s *Store) ListsConsistently() bool { return true }
+
+var _ blob.Opener = (*Store)(nil)
+
+// Open implements blob.Opener: an open file, which keeps its bytes while
+// Save renames another over its name or Remove unlinks it.
+func (s *Store) Open(ctx context.Context, name string) (blob.ObjectReader, error) {
+	if err := blob.ValidName(name); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.path(name))
+	if err != nil {
+		return nil, s.readError(name, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("opening blob %s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, blob.NotExist(name)
+	}
+	return &openFile{File: f, size: fi.Size()}, nil
+}
+
+type openFile struct {
+	*os.File
+	size int64
+}
+
+func (o *openFile) Size() int64 { return o.size }

@@ -142,3 +142,29 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(blob.Info) erro
 
 // Close implements blob.Store; it keeps the objects.
 func (s *Store) Close() error { return nil }
+
+// ListsConsistently reports true: the map is the truth.
+func (s *Store) ListsConsistently() bool { return true }
+
+var _ blob.Opener = (*Store)(nil)
+
+// Open implements blob.Opener.
+func (s *Store) Open(ctx context.Context, name string) (blob.ObjectReader, error) {
+	if err := blob.ValidName(name); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	data, ok := s.objects[name]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, blob.NotExist(name)
+	}
+	return openObject{bytes.NewReader(data)}, nil
+}
+
+type openObject struct{ *bytes.Reader }
+
+func (openObject) Close() error { return nil }
