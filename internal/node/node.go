@@ -82,6 +82,7 @@ type Worker struct {
 
 	keys     repo.KeyCache     // repository keys, derived from their passwords once
 	segments repo.SegmentCache // decoded image segments, read once
+	indexes  repo.IndexCache   // repository indexes, each index object read once
 }
 
 // Intervals of the worker's loops (variables for tests).

@@ -28,7 +28,7 @@ func (t *task) openRepository(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening repository %s: %w", nr.URL, err)
 	}
-	r, err := repo.Open(ctx, store, []byte(nr.Password), repo.Options{LockWait: repoLockWait, Keys: &t.w.keys, Segments: &t.w.segments})
+	r, err := repo.Open(ctx, store, []byte(nr.Password), repo.Options{LockWait: repoLockWait, Keys: &t.w.keys, Segments: &t.w.segments, Indexes: &t.w.indexes})
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("repository %s: %w", nr.URL, err)

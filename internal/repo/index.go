@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -82,8 +84,17 @@ func (x *Index) Files() []string { return x.files }
 // LoadIndex reads every index object into memory. Index objects that fail
 // to load make it fail: a repository whose index cannot be read must be
 // looked at (verify) before it is written to.
+//
+// With Options.Indexes set, only the index objects added since the cached
+// index of this repository are read.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	x, _, err := r.readIndexFiles(ctx, nil)
+	var x *Index
+	var err error
+	if r.opts.Indexes != nil {
+		x, err = r.loadIndexCached(ctx)
+	} else {
+		x, _, err = r.readIndexFiles(ctx, nil)
+	}
 	if err != nil {
 		return err
 	}
@@ -208,4 +219,131 @@ func (r *Repository) PackHeader(ctx context.Context, id format.ID) ([]format.Pac
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return entries, nil
+}
+
+// IndexCache keeps the last index loaded from each repository, so that a
+// process that opens one repository again and again (a node) reads only
+// the index objects added since; the index objects a process writes are
+// added to it as well. Index objects never change once written (their
+// names are random; a prune or a repair writes new ones and removes the
+// old), so a cached index whose objects are all still listed is current
+// for them; when one of them is gone the index is read afresh. It keeps
+// indexCacheRepos repositories, the most recently used. Safe for
+// concurrent use.
+type IndexCache struct {
+	mu   sync.Mutex
+	m    map[string]*Index // by repository id; handed out as copies
+	used []string          // repository ids, least recently used first
+}
+
+const (
+	indexCacheRepos    = 8
+	indexCacheMaxBlobs = 4 << 20 // larger indexes are not kept (about 300 MiB)
+)
+
+// load returns a copy of the cached index of repository id, or nil when
+// there is none or one of its index objects is no longer listed.
+func (c *IndexCache) load(id string, listed map[string]bool) *Index {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x := c.m[id]
+	if x == nil || slices.ContainsFunc(x.files, func(n string) bool { return !listed[n] }) {
+		return nil
+	}
+	return x.clone()
+}
+
+// put stores x as repository id's index; the cache owns it from then on.
+func (c *IndexCache) put(id string, x *Index) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*Index{}
+	}
+	c.used = slices.DeleteFunc(c.used, func(s string) bool { return s == id })
+	if x.Len() > indexCacheMaxBlobs {
+		delete(c.m, id)
+		return
+	}
+	c.m[id] = x
+	c.used = append(c.used, id)
+	for len(c.used) > indexCacheRepos {
+		delete(c.m, c.used[0])
+		c.used = c.used[1:]
+	}
+}
+
+// add records a new index object of repository id in its cached index.
+func (c *IndexCache) add(id, name string, packs []format.IndexPack) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x := c.m[id]
+	if x == nil || slices.Contains(x.files, name) {
+		return
+	}
+	for _, p := range packs {
+		x.Add(p)
+	}
+	x.files = append(x.files, name)
+}
+
+// clone returns a copy of x that can be changed without changing x.
+func (x *Index) clone() *Index {
+	return &Index{packs: slices.Clone(x.packs), packIdx: maps.Clone(x.packIdx), blobs: maps.Clone(x.blobs), files: slices.Clone(x.files)}
+}
+
+// loadIndexCached builds the index from the cached one and the index
+// objects added since, and caches the result.
+func (r *Repository) loadIndexCached(ctx context.Context) (*Index, error) {
+	names, err := listNames(ctx, r.store, format.IndexPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing index objects: %w", err)
+	}
+	listed := make(map[string]bool, len(names))
+	for _, n := range names {
+		listed[n] = true
+	}
+	x := r.opts.Indexes.load(r.cfg.ID, listed)
+	if x == nil {
+		x = NewIndex()
+	}
+	have := make(map[string]bool, len(x.files))
+	for _, n := range x.files {
+		have[n] = true
+	}
+	var added []string
+	for _, n := range names {
+		if !have[n] {
+			added = append(added, n)
+		}
+	}
+	if len(added) == 0 && x.files != nil {
+		return x, nil
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, name := range added {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, name)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range packs {
+				x.Add(p)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	x.files = append(x.files, added...)
+	r.opts.Indexes.put(r.cfg.ID, x.clone())
+	return x, nil
 }

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -114,7 +115,7 @@ func (r *Repository) sealAndAdd(ctx context.Context, t format.BlobType, id forma
 func (p *packer) add(ctx context.Context, e format.PackEntry, sealed []byte) error {
 	p.mu.Lock()
 	if p.buf == nil {
-		p.buf = make([]byte, 0, p.limit+p.limit/8)
+		p.buf = packBuffers.get(p.limit + p.limit/8)
 	}
 	e.Offset = uint32(len(p.buf))
 	p.buf = append(p.buf, sealed...)
@@ -130,6 +131,41 @@ func (p *packer) add(ctx context.Context, e format.PackEntry, sealed []byte) err
 		return p.r.upload(ctx, full, entries)
 	}
 	return nil
+}
+
+// packBuffers keeps the buffers of uploaded packs for the next packs of
+// this process (a node runs backup after backup): a fresh buffer of tens
+// of MiB costs its page faults, in the time of the backup.
+var packBuffers = bufferPool{keep: 4}
+
+// bufferPool is a small free list of large byte buffers.
+type bufferPool struct {
+	mu   sync.Mutex
+	keep int
+	free [][]byte
+}
+
+// get returns an empty buffer with a capacity of at least n (and not
+// far above it).
+func (p *bufferPool) get(n int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, b := range p.free {
+		if c := cap(b); c >= n && c <= 2*n {
+			p.free = slices.Delete(p.free, i, i+1)
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+// put gives b back; its contents are not kept.
+func (p *bufferPool) put(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) < p.keep {
+		p.free = append(p.free, b[:0])
+	}
 }
 
 // flush uploads the pack being filled, if any.
@@ -178,6 +214,7 @@ func (r *Repository) upload(ctx context.Context, blobs []byte, entries []format.
 		// goroutines are done, and Flush waits for this upload.
 		uctx := context.WithoutCancel(ctx)
 		err := blob.SaveBytes(uctx, r.store, format.PackName(id), pack)
+		packBuffers.put(pack)
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {
@@ -213,6 +250,7 @@ func (r *Repository) commitIndex(ctx context.Context, packs []format.IndexPack) 
 		r.idx.Add(p)
 	}
 	r.idxMu.Unlock()
+	r.opts.Indexes.add(r.cfg.ID, name, packs)
 	for _, p := range packs {
 		for _, e := range p.Entries {
 			delete(r.w.pending, e.ID)

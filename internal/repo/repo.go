@@ -28,7 +28,7 @@ const (
 	DefaultImageChunkSize = 128 << 10
 	DefaultSegmentChunks  = 512
 	// PackSize is the size at which a pack is closed and uploaded.
-	PackSize = 32 << 20
+	PackSize = 16 << 20
 	// metaPackSize closes packs of tree and segment blobs sooner.
 	metaPackSize = 8 << 20
 )
@@ -52,6 +52,9 @@ type Options struct {
 	// Segments, when set, keeps decoded image segments across operations
 	// (verify never uses it).
 	Segments *SegmentCache
+	// Indexes, when set, keeps each repository's index across
+	// operations, so that LoadIndex reads only new index objects.
+	Indexes *IndexCache
 }
 
 // KeyCache holds unlocked master keys by repository, key file and
