@@ -160,7 +160,7 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 			if err != nil {
 				return nil, fmt.Errorf("reading the base backup: %w", err)
 			}
-			segs[si] = &segState{ids: ids, left: n}
+			segs[si] = &segState{ids: slices.Clone(ids), left: n}
 		}
 		for _, c := range counts {
 			total += int64(c) * int64(im.ChunkSize)
@@ -202,6 +202,8 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 		if err != nil {
 			return err
 		}
+		// The walk for unique bytes after a backup reads it next.
+		r.opts.Segments.put(sid, s.ids)
 		im.Segments[si] = sid // each index written by one goroutine only
 		return nil
 	}
@@ -309,7 +311,9 @@ func changedChunks(changed []chunker.Extent, im *format.ImageManifest) map[int]i
 	return counts
 }
 
-// segmentIDs returns the chunk ids of segment si of an image backup.
+// segmentIDs returns the chunk ids of segment si of an image backup. The
+// slice may be shared with the segment cache: the caller must not change
+// it.
 func (r *Repository) segmentIDs(ctx context.Context, m *format.Manifest, si int) ([]format.ID, error) {
 	im := m.Image
 	n := im.SegmentLen(si)
@@ -353,13 +357,14 @@ type SegmentCache struct {
 
 const segmentCacheMax = 2048 // about 64 MiB with 1,024 chunks a segment
 
+// get returns the cached segment, shared: the caller must not change it.
 func (c *SegmentCache) get(id format.ID) []format.ID {
 	if c == nil {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.m[id]) // callers may change what they get
+	return c.m[id]
 }
 
 func (c *SegmentCache) put(id format.ID, ids []format.ID) {

@@ -59,23 +59,31 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	// owner: the only backup using a blob, or -1 when several do.
-	owner := map[format.ID]int{}
+	// users[id].owner is the only backup using a blob, or -1 when several
+	// do; .last is the latest backup that did (walks go in backup order),
+	// so a blob met again in the same backup is not walked twice.
+	type users struct{ owner, last int }
+	r.idxMu.RLock()
+	nblobs := 0
+	if r.idx != nil {
+		nblobs = r.idx.Len()
+	}
+	r.idxMu.RUnlock()
+	use := make(map[format.ID]users, nblobs)
 	for bi, m := range backups {
 		st.LogicalBytes += logicalSize(m)
-		seen := map[format.ID]struct{}{}
 		err := r.walkBackup(ctx, m, func(t format.BlobType, id format.ID) (bool, error) {
-			if _, ok := seen[id]; ok {
-				return false, nil
-			}
-			seen[id] = struct{}{}
-			prev, known := owner[id]
+			u, known := use[id]
 			switch {
 			case !known:
-				owner[id] = bi
-			case prev != bi:
-				owner[id] = -1
+				u.owner = bi
+			case u.last == bi:
+				return false, nil
+			default:
+				u.owner = -1
 			}
+			u.last = bi
+			use[id] = u
 			_, indexed := r.lookup(id)
 			return indexed, nil
 		})
@@ -84,7 +92,7 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 		}
 	}
 	only := make([]int64, len(backups))
-	for id, o := range owner {
+	for id, u := range use {
 		loc, ok := r.lookup(id)
 		if !ok {
 			continue
@@ -92,8 +100,8 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 		st.Blobs++
 		st.UniqueBytes += int64(loc.RawLength)
 		st.UsedStoredBytes += int64(loc.Length)
-		if o >= 0 {
-			only[o] += int64(loc.Length)
+		if u.owner >= 0 {
+			only[u.owner] += int64(loc.Length)
 		}
 	}
 	for bi, m := range backups {
