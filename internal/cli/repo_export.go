@@ -78,6 +78,7 @@ func (ra *repoApp) withImage(ctx context.Context, command, spec string, filter r
 		if err != nil {
 			return err
 		}
+		defer ir.Close()
 		return body(m, ir)
 	})
 }

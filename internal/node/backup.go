@@ -454,6 +454,7 @@ func (t *task) backupFiles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer ir.Close()
 	fsys, where, err := mount.Pick(ir, ir.Size(), p.Files.Partition)
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", m.ID, err)

@@ -110,6 +110,7 @@ func (w *Worker) startBackupExport(ctx context.Context, p apitypes.Plan) (int, e
 	go func() {
 		defer close(bs.done)
 		defer done()
+		defer ir.Close()
 		if err := srv.Serve(sctx, l); err != nil {
 			w.log().Error("backup export stopped", "export", spec.ID, "err", err)
 		}

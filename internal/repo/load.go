@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
@@ -13,12 +14,9 @@ import (
 // from the plaintext. A failed check is a core.KindCorrupt error naming the
 // blob and its pack. It may reuse dst's storage. Safe for concurrent use.
 func (r *Repository) LoadBlob(ctx context.Context, t format.BlobType, id format.ID, dst []byte) ([]byte, error) {
-	loc, ok := r.lookup(id)
-	if !ok {
-		return nil, core.Corrupt("%s blob %s is not in the index (missing from the repository)", t, id.Short())
-	}
-	if loc.Type != t {
-		return nil, core.Corrupt("blob %s is a %s blob, wanted %s", id.Short(), loc.Type, t)
+	loc, err := r.locate(t, id)
+	if err != nil {
+		return nil, err
 	}
 	stored, err := loadRange(ctx, r.store, format.PackName(loc.Pack), int64(loc.Offset), int64(loc.Length))
 	if err != nil {
@@ -26,6 +24,43 @@ func (r *Repository) LoadBlob(ctx context.Context, t format.BlobType, id format.
 	}
 	return r.openBlob(loc, stored, &blobBuffers{plain: dst})
 }
+
+// locate finds blob id of type t in the index; a blob missing from it or
+// of another type is a core.KindCorrupt error.
+func (r *Repository) locate(t format.BlobType, id format.ID) (Location, error) {
+	loc, ok := r.lookup(id)
+	if !ok {
+		return Location{}, core.Corrupt("%s blob %s is not in the index (missing from the repository)", t, id.Short())
+	}
+	if loc.Type != t {
+		return Location{}, core.Corrupt("blob %s is a %s blob, wanted %s", id.Short(), loc.Type, t)
+	}
+	return loc, nil
+}
+
+// openKept returns the plaintext of the stored bytes of the data blob at
+// loc in a buffer of its own (the caller keeps it; stored is left as it
+// is). It checks the CRC32C (on failure), the authentication and the
+// decompression, but does not recompute the plaintext's id: the
+// authentication already binds the bytes to the id (it is in the
+// associated data), so only a writer that sealed wrong bytes under an id
+// would go unseen, which restore and verify, which recompute it, report.
+func (r *Repository) openKept(loc Location, stored []byte) ([]byte, error) {
+	// A compressed blob is decrypted into a pooled scratch buffer and
+	// decompressed into a new one; a stored one is decrypted straight into
+	// a new buffer, which is its plaintext.
+	if loc.Flags&format.FlagZstd == 0 {
+		return r.openBlobCheck(loc, stored, nil, false)
+	}
+	scratch := scratchBuffers.Get().(*[]byte)
+	defer scratchBuffers.Put(scratch)
+	bufs := blobBuffers{scratch: *scratch, plain: make([]byte, 0, int(loc.RawLength)+zstdSlack)}
+	plain, err := r.openBlobCheck(loc, stored, &bufs, false)
+	*scratch = bufs.scratch[:0]
+	return plain, err
+}
+
+var scratchBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // blobBuffers are reusable buffers for openBlob: the decrypted payload goes
 // to scratch, a decompressed plaintext to plain. The plaintext openBlob
@@ -42,6 +77,12 @@ const zstdSlack = 64
 // stored as it is: authentication, decompression, and the plaintext against
 // its id. bufs may be nil.
 func (r *Repository) openBlob(loc Location, stored []byte, bufs *blobBuffers) ([]byte, error) {
+	return r.openBlobCheck(loc, stored, bufs, true)
+}
+
+// openBlobCheck is openBlob, recomputing the plaintext's id only when
+// checkID is set.
+func (r *Repository) openBlobCheck(loc Location, stored []byte, bufs *blobBuffers, checkID bool) ([]byte, error) {
 	if bufs == nil {
 		bufs = &blobBuffers{}
 	}
@@ -69,7 +110,7 @@ func (r *Repository) openBlob(loc Location, stored []byte, bufs *blobBuffers) ([
 	if len(plain) != int(loc.RawLength) {
 		return nil, core.Corrupt("%s: %d bytes, the index says %d", where(), len(plain), loc.RawLength)
 	}
-	if format.ID(r.key.ChunkID(plain)) != loc.ID {
+	if checkID && format.ID(r.key.ChunkID(plain)) != loc.ID {
 		return nil, core.Corrupt("%s: content does not match its id", where())
 	}
 	return plain, nil

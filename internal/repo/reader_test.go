@@ -3,10 +3,14 @@ package repo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sync/errgroup"
 )
 
 func TestImageReader(t *testing.T) {
@@ -71,5 +75,80 @@ func TestImageReader(t *testing.T) {
 	}
 	if pos != size {
 		t.Fatalf("extents cover %d bytes of %d", pos, size)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestImageReaderOpenPacks: on a local repository the reader keeps packs
+// open; reads from many goroutines, with packs leaving the cache while in
+// use, return the right bytes; Close closes every pack, and reads after it
+// still work.
+func TestImageReaderOpenPacks(t *testing.T) {
+	ctx := context.Background()
+	r, store, _ := localRepo(t)
+	path := filepath.Join(t.TempDir(), "img.raw")
+	const size = 3*PackSize + 5<<20 // random, so at least four packs
+	want := make([]byte, size)
+	chacha := rand.NewChaCha8([32]byte{5, 6})
+	chacha.Read(want)
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := backupImageFile(t, r, path)
+	r2 := reopen(t, store)
+	before := openFDs(t)
+	ir, err := r2.NewImageReader(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ir.packs == nil {
+		t.Fatal("the reader keeps no packs open on a local store")
+	}
+	ir.packs.max = 2 // packs leave the cache all the time
+	var g errgroup.Group
+	for w := range 8 {
+		g.Go(func() error {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			p := make([]byte, 300<<10)
+			for range 100 {
+				off := rng.Int64N(size - int64(len(p)))
+				if _, err := ir.ReadAt(p, off); err != nil {
+					return err
+				}
+				if !bytes.Equal(p, want[off:off+int64(len(p))]) {
+					return fmt.Errorf("wrong bytes at %d", off)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := ir.packs.order.Len(); n > 2 {
+		t.Fatalf("%d packs cached, more than 2", n)
+	}
+	if open := openFDs(t) - before; open > 2 {
+		t.Fatalf("%d files open after the reads, more than the 2 cached", open)
+	}
+	ir.Close()
+	if open := openFDs(t) - before; open != 0 {
+		t.Fatalf("%d files still open after Close", open)
+	}
+	p := make([]byte, 1<<20)
+	if _, err := ir.ReadAt(p, size/2); err != nil || !bytes.Equal(p, want[size/2:size/2+1<<20]) {
+		t.Fatalf("read after Close: %v", err)
+	}
+	if open := openFDs(t) - before; open != 0 {
+		t.Fatalf("a read after Close left %d files open", open)
 	}
 }
