@@ -112,6 +112,16 @@ func (r *Repository) readIndexFiles(ctx context.Context, fn func(name string, pa
 		return nil, nil, fmt.Errorf("listing index objects: %w", err)
 	}
 	x := NewIndex()
+	if err := r.addIndexFiles(ctx, x, names, fn); err != nil {
+		return nil, nil, err
+	}
+	x.files = names
+	return x, names, nil
+}
+
+// addIndexFiles reads the index objects names, 8 at a time, into x; fn
+// (if not nil) sees each one's packs, serially. x.files is left as it is.
+func (r *Repository) addIndexFiles(ctx context.Context, x *Index, names []string, fn func(name string, packs []format.IndexPack) error) error {
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -132,11 +142,7 @@ func (r *Repository) readIndexFiles(ctx context.Context, fn func(name string, pa
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, nil, err
-	}
-	x.files = names
-	return x, names, nil
+	return g.Wait()
 }
 
 // maxIndexSize bounds the plaintext of one index object (about 1.3M blobs).
@@ -323,24 +329,7 @@ func (r *Repository) loadIndexCached(ctx context.Context) (*Index, error) {
 	if len(added) == 0 && x.files != nil {
 		return x, nil
 	}
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, name := range added {
-		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, name)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, p := range packs {
-				x.Add(p)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := r.addIndexFiles(ctx, x, added, nil); err != nil {
 		return nil, err
 	}
 	x.files = append(x.files, added...)

@@ -152,26 +152,10 @@ func saveError(name string, err error) error {
 
 // Load implements blob.Store.
 func (s *Store) Load(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	if err := blob.ValidName(name); err != nil {
+	f, size, err := s.openRegular(ctx, name)
+	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(s.path(name))
-	if err != nil {
-		return nil, s.readError(name, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("loading blob %s: %w", name, err)
-	}
-	if !fi.Mode().IsRegular() {
-		_ = f.Close()
-		return nil, blob.NotExist(name)
-	}
-	size := fi.Size()
 	if err := blob.CheckRange(name, offset, length, size); err != nil {
 		_ = f.Close()
 		return nil, err
@@ -395,26 +379,36 @@ var _ blob.Opener = (*Store)(nil)
 // Open implements blob.Opener: an open file, which keeps its bytes while
 // Save renames another over its name or Remove unlinks it.
 func (s *Store) Open(ctx context.Context, name string) (blob.ObjectReader, error) {
-	if err := blob.ValidName(name); err != nil {
+	f, size, err := s.openRegular(ctx, name)
+	if err != nil {
 		return nil, err
 	}
+	return &openFile{File: f, size: size}, nil
+}
+
+// openRegular opens the file of object name and returns its size; a
+// missing object, or anything but a regular file, is blob.NotExist.
+func (s *Store) openRegular(ctx context.Context, name string) (*os.File, int64, error) {
+	if err := blob.ValidName(name); err != nil {
+		return nil, 0, err
+	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	f, err := os.Open(s.path(name))
 	if err != nil {
-		return nil, s.readError(name, err)
+		return nil, 0, s.readError(name, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("opening blob %s: %w", name, err)
+		return nil, 0, fmt.Errorf("loading blob %s: %w", name, err)
 	}
 	if !fi.Mode().IsRegular() {
 		_ = f.Close()
-		return nil, blob.NotExist(name)
+		return nil, 0, blob.NotExist(name)
 	}
-	return &openFile{File: f, size: fi.Size()}, nil
+	return f, fi.Size(), nil
 }
 
 type openFile struct {

@@ -55,17 +55,9 @@ func (s *Store) Save(ctx context.Context, name string, r io.Reader, size int64) 
 
 // Load implements blob.Store.
 func (s *Store) Load(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	if err := blob.ValidName(name); err != nil {
+	data, err := s.object(ctx, name)
+	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.RLock()
-	data, ok := s.objects[name]
-	s.mu.RUnlock()
-	if !ok {
-		return nil, blob.NotExist(name)
 	}
 	size := int64(len(data))
 	if err := blob.CheckRange(name, offset, length, size); err != nil {
@@ -150,6 +142,15 @@ var _ blob.Opener = (*Store)(nil)
 
 // Open implements blob.Opener.
 func (s *Store) Open(ctx context.Context, name string) (blob.ObjectReader, error) {
+	data, err := s.object(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return openObject{bytes.NewReader(data)}, nil
+}
+
+// object returns the stored bytes of name (never changed in place).
+func (s *Store) object(ctx context.Context, name string) ([]byte, error) {
 	if err := blob.ValidName(name); err != nil {
 		return nil, err
 	}
@@ -162,7 +163,7 @@ func (s *Store) Open(ctx context.Context, name string) (blob.ObjectReader, error
 	if !ok {
 		return nil, blob.NotExist(name)
 	}
-	return openObject{bytes.NewReader(data)}, nil
+	return data, nil
 }
 
 type openObject struct{ *bytes.Reader }
