@@ -1,9 +1,12 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestWriteReplacesWithMode(t *testing.T) {
@@ -94,5 +97,43 @@ func TestWriteBehindReportsErrors(t *testing.T) {
 	}
 	if err := w.Sync(); err == nil {
 		t.Fatal("Sync of a closed file succeeded")
+	}
+}
+
+// TestWriteBehindKeepsFlushErrors: a flush that fails in the background is
+// what Sync reports, even if the final flush succeeds (the kernel reports a
+// failed write-out once per open file).
+func TestWriteBehindKeepsFlushErrors(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mu sync.Mutex
+	flushes := 0
+	w := newWriteBehind(f, 4096, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		flushes++
+		if flushes == 1 {
+			return errors.New("write-out failed")
+		}
+		return nil
+	})
+	if _, err := w.WriteAt(make([]byte, 8192), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the background flush the write started.
+	for {
+		mu.Lock()
+		n := flushes
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := w.Sync(); err == nil || err.Error() != "write-out failed" {
+		t.Fatalf("Sync after a failed background flush: %v", err)
 	}
 }
