@@ -30,11 +30,12 @@ var (
 	// checked: a blob is authenticated (AEAD, bound to its id) before it is
 	// decompressed, and restore and verify recompute its id after.
 	//
-	// The window is given before the level so that the fastest level keeps
-	// zstd's largest block (128 KiB) instead of its own 64 KiB: an image
-	// chunk is then one block, encoded without copying it into a history
-	// buffer first (about 10% faster on text, same size).
-	zenc, _ = zstd.NewWriter(nil, zstd.WithWindowSize(4<<20), zstd.WithEncoderLevel(zstd.SpeedFastest),
+	// The fastest level cuts a 128 KiB chunk into two 64 KiB blocks, each
+	// with its own literal coding. One 128 KiB block (a window given before
+	// the level) compresses text 10% faster, but a chunk half text, half
+	// random then codes all its literals alike: an incremental backup of the
+	// benchmark image stored 9% more. The smaller blocks stay.
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.IgnoreChecksum(true),
 		zstd.WithDecoderMaxMemory(format.MaxBlobSize), zstd.WithDecoderMaxWindow(format.MaxBlobSize))

@@ -1,12 +1,6 @@
 package repo
 
-import (
-	"bytes"
-	"fmt"
-	"testing"
-
-	"github.com/klauspost/compress/zstd"
-)
+import "testing"
 
 // TestBufferPool: a buffer given back is handed out again for a size it
 // fits (not one far smaller), emptied; at most keep are kept.
@@ -30,30 +24,5 @@ func TestBufferPool(t *testing.T) {
 	p.put(make([]byte, 20))
 	if len(p.free) != 2 {
 		t.Fatalf("%d buffers kept, want 2", len(p.free))
-	}
-}
-
-// TestCompressOneBlock: a compressible image chunk of 128 KiB becomes a
-// zstd frame of one block (the fast path), and comes back intact.
-func TestCompressOneBlock(t *testing.T) {
-	var text bytes.Buffer
-	for i := 0; text.Len() < 128<<10; i++ {
-		fmt.Fprintf(&text, "line %d of a log file, status %d\n", i, i%7)
-	}
-	chunk := text.Bytes()[:128<<10]
-	c, ok := compress(chunk, nil)
-	if !ok {
-		t.Fatal("text was stored uncompressed")
-	}
-	var h zstd.Header
-	if err := h.Decode(c); err != nil {
-		t.Fatal(err)
-	}
-	if !h.FirstBlock.OK || !h.FirstBlock.Last {
-		t.Fatalf("the frame's first block is not its last (block header %+v): the chunk was split", h.FirstBlock)
-	}
-	out, err := decompress(c, true, len(chunk), nil)
-	if err != nil || !bytes.Equal(out, chunk) {
-		t.Fatalf("round trip: %v", err)
 	}
 }
