@@ -4,9 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 )
 
 func TestWriteReplacesWithMode(t *testing.T) {
@@ -109,13 +107,12 @@ func TestWriteBehindKeepsFlushErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var mu sync.Mutex
-	flushes := 0
+	flushed := make(chan struct{}, 2)
+	failed := false
 	w := newWriteBehind(f, 4096, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		flushes++
-		if flushes == 1 {
+		defer func() { flushed <- struct{}{} }()
+		if !failed { // only the background flush runs before Sync
+			failed = true
 			return errors.New("write-out failed")
 		}
 		return nil
@@ -123,16 +120,7 @@ func TestWriteBehindKeepsFlushErrors(t *testing.T) {
 	if _, err := w.WriteAt(make([]byte, 8192), 0); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the background flush the write started.
-	for {
-		mu.Lock()
-		n := flushes
-		mu.Unlock()
-		if n > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	<-flushed // the background flush the write started
 	if err := w.Sync(); err == nil || err.Error() != "write-out failed" {
 		t.Fatalf("Sync after a failed background flush: %v", err)
 	}

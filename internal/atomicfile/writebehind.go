@@ -6,9 +6,8 @@ import (
 )
 
 // WriteBehind wraps a file being filled through WriteAt (by any number of
-// goroutines). Every step bytes, a goroutine of its own asks the kernel to
-// start writing the dirty pages out and then flushes the file to stable
-// storage. The disk (and on a virtual machine the host's cache behind it,
+// goroutines). Every step bytes, a goroutine of its own flushes the file to
+// stable storage. The disk (and on a virtual machine the host's cache behind it,
 // which only a flush drains) then works while the writers compute, and the
 // Sync at the end, which a restore needs before it renames its output into
 // place, has little left to wait for: on a 2 GiB restore that is a fifth of
@@ -40,7 +39,6 @@ func newWriteBehind(f *os.File, step int64, flush func() error) *WriteBehind {
 	go func() {
 		defer close(w.done)
 		for range w.kick {
-			startWriteback(f)
 			// An error is kept for Sync: the kernel reports a failed
 			// write-out to each open file once, so the final fsync on
 			// this same file would not see it again.

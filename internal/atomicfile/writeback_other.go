@@ -1,7 +1,0 @@
-//go:build !linux
-
-package atomicfile
-
-import "os"
-
-func startWriteback(*os.File) {}
