@@ -72,7 +72,7 @@ say "building genimage$(has cairn && echo " and cairn")..."
 GENIMAGE=$work/bin/genimage
 CAIRN=$work/bin/cairn
 if has cairn; then
-  CGO_ENABLED=0 "$GO" build -trimpath -o "$CAIRN" ./cmd/cairn
+  GO=$GO scripts/build.sh "$CAIRN"
   "$CAIRN" repo --help >/dev/null 2>&1 ||
     die "this cairn has no 'repo' command; run the other tools alone with BENCH_TOOLS=\"restic borg\""
 fi

@@ -84,7 +84,7 @@ say "building genimage and cairn..."
 "$GO" build -o "$work/bin/genimage" ./scripts/genimage
 GENIMAGE=$work/bin/genimage
 CAIRN=$work/bin/cairn
-CGO_ENABLED=0 "$GO" build -trimpath -o "$CAIRN" ./cmd/cairn
+GO=$GO scripts/build.sh "$CAIRN"
 "$CAIRN" backup export --help >/dev/null 2>&1 ||
   die "this cairn has no 'backup export' command"
 

@@ -26,6 +26,8 @@ fi
 
 # command -> Debian package
 declare -A pkg=(
+  # the build links the C zstd library in (scripts/build.sh)
+  [gcc]=gcc
   [qemu-img]=qemu-utils
   [qemu-io]=qemu-utils
   [qemu-nbd]=qemu-utils
@@ -51,6 +53,8 @@ missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("${pkg[$cmd]}")
 done
+# the C library's headers and libc.a, for the static build
+[ -e /usr/include/stdlib.h ] || missing+=(libc6-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 # unique, sorted
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -24,22 +24,13 @@ func jsonIndent(w io.Writer) *json.Encoder {
 	return enc
 }
 
-// The codec is shared: EncodeAll and DecodeAll may be called concurrently.
-var (
-	// Frames carry no checksum of their own, and one that has is not
-	// checked: a blob is authenticated (AEAD, bound to its id) before it is
-	// decompressed, and restore and verify recompute its id after.
-	//
-	// The fastest level cuts a 128 KiB chunk into two 64 KiB blocks, each
-	// with its own literal coding. One 128 KiB block (a window given before
-	// the level) compresses text 10% faster, but a chunk half text, half
-	// random then codes all its literals alike: an incremental backup of the
-	// benchmark image stored 9% more. The smaller blocks stay.
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.IgnoreChecksum(true),
-		zstd.WithDecoderMaxMemory(format.MaxBlobSize), zstd.WithDecoderMaxWindow(format.MaxBlobSize))
-)
+// The decoder is shared: DecodeAll may be called concurrently. Frames carry
+// no checksum of their own, and one that has is not checked: a blob is
+// authenticated (AEAD, bound to its id) before it is decompressed, and
+// restore and verify recompute its id after. The encoder is in zstd_cgo.go
+// (the C library) or zstd_purego.go (without cgo).
+var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.IgnoreChecksum(true),
+	zstd.WithDecoderMaxMemory(format.MaxBlobSize), zstd.WithDecoderMaxWindow(format.MaxBlobSize))
 
 // compress returns the zstd form of b and true when that is smaller;
 // otherwise b itself and false. Blocks that look random (a byte histogram of
@@ -48,8 +39,8 @@ func compress(b []byte, dst []byte) ([]byte, bool) {
 	if len(b) < 64 || looksRandom(b) {
 		return b, false
 	}
-	c := zenc.EncodeAll(b, dst[:0])
-	if len(c) >= len(b) {
+	c, err := zstdEncode(b, dst)
+	if err != nil || len(c) >= len(b) {
 		return b, false
 	}
 	return c, true
