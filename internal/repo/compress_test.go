@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // proseish returns n bytes of words drawn unevenly from a small vocabulary:
@@ -73,8 +75,13 @@ func TestCompressRoundTrip(t *testing.T) {
 			if !bytes.Equal(back, c.data) {
 				t.Fatal("round trip changed the bytes")
 			}
-			if _, err := decompress(out, true, len(c.data)+1, nil); err == nil {
-				t.Fatal("decompress accepted a wrong raw length")
+			for _, n := range []int{len(c.data) - 1, len(c.data) + 1} {
+				if _, err := decompress(out, true, n, nil); err == nil {
+					t.Fatalf("decompress accepted a raw length of %d for %d bytes", n, len(c.data))
+				}
+			}
+			if _, err := decompress(out[:len(out)-1], true, len(c.data), nil); err == nil {
+				t.Fatal("decompress accepted a truncated frame")
 			}
 		})
 	}
@@ -112,5 +119,35 @@ func TestCompressConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestCompressFramesAreStandard checks that the blobs of either build are
+// plain zstd frames: the pure-Go codec reads what compress wrote, and
+// decompress reads what the pure-Go encoder wrote (a repository written by
+// a build without cgo, or the other way round).
+func TestCompressFramesAreStandard(t *testing.T) {
+	text := proseish(200<<10, 7)
+	out, ok := compress(text, nil)
+	if !ok {
+		t.Fatal("text not compressed")
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	back, err := dec.DecodeAll(out, nil)
+	if err != nil || !bytes.Equal(back, text) {
+		t.Fatalf("the pure-Go decoder read compress's frame wrong (err %v)", err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := enc.EncodeAll(text, nil)
+	back, err = decompress(other, true, len(text), nil)
+	if err != nil || !bytes.Equal(back, text) {
+		t.Fatalf("decompress read the pure-Go encoder's frame wrong (err %v)", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/core"
-	"github.com/cairn-backup/cairn/internal/repo/format"
 )
 
 func defaultWorkers() int { return runtime.GOMAXPROCS(0) }
@@ -24,13 +23,12 @@ func jsonIndent(w io.Writer) *json.Encoder {
 	return enc
 }
 
-// The decoder is shared: DecodeAll may be called concurrently. Frames carry
-// no checksum of their own, and one that has is not checked: a blob is
-// authenticated (AEAD, bound to its id) before it is decompressed, and
-// restore and verify recompute its id after. The encoder is in zstd_cgo.go
-// (the C library) or zstd_purego.go (without cgo).
-var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.IgnoreChecksum(true),
-	zstd.WithDecoderMaxMemory(format.MaxBlobSize), zstd.WithDecoderMaxWindow(format.MaxBlobSize))
+// Blobs are compressed and decompressed by zstd_cgo.go (the C library) or,
+// in builds without cgo, zstd_purego.go. Frames carry no checksum of their
+// own, and one that has is not checked: a blob is authenticated (AEAD, bound
+// to its id) before it is decompressed, and restore and verify recompute its
+// id after. Sealed objects (openObject) are always read by the pure-Go
+// streaming decoder, under a size limit.
 
 // compress returns the zstd form of b and true when that is smaller;
 // otherwise b itself and false. Blocks that look random (a byte histogram of
@@ -76,7 +74,7 @@ func decompress(b []byte, zstdFlag bool, rawLen int, dst []byte) ([]byte, error)
 	if !zstdFlag {
 		return b, nil
 	}
-	out, err := zdec.DecodeAll(b, dst[:0])
+	out, err := zstdDecode(b, rawLen, dst)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,9 @@ package repo
 // sources that github.com/DataDog/zstd compiles into the binary). On the
 // benchmark image's text it compresses 128 KiB chunks about 1.75x faster than
 // the pure-Go encoder's fastest level, and smaller (2.78x against 2.71x).
-// Only the encoder differs: the frames are standard zstd, read by the same
-// pure-Go decoder either way.
+// It decompresses them 2.2x faster than the pure-Go decoder, into a buffer
+// of exactly the blob's recorded size. The frames are standard zstd: either
+// build reads what the other wrote.
 //
 // The parameters are level 1 with a larger hash table (2^16 entries, not the
 // 2^12 that level 1 picks for inputs of 128 KiB or less) and matches of at
@@ -23,12 +24,18 @@ size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx);
 size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, int param, int value);
 size_t ZSTD_compress2(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
 size_t ZSTD_compressBound(size_t srcSize);
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+ZSTD_DCtx* ZSTD_createDCtx(void);
+size_t ZSTD_freeDCtx(ZSTD_DCtx* dctx);
+size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
 unsigned ZSTD_isError(size_t code);
+const char* ZSTD_getErrorName(size_t code);
 */
 import "C"
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -63,14 +70,12 @@ var cEncoders = sync.Pool{New: func() any {
 	return e
 }}
 
-var errZstdContext = errors.New("zstd: cannot create a compression context")
-
-// zstdEncode appends nothing: it returns the zstd frame of src in dst's
-// storage (grown when too small).
+// zstdEncode returns the zstd frame of src, in dst's storage (grown when
+// too small).
 func zstdEncode(src, dst []byte) ([]byte, error) {
 	e, _ := cEncoders.Get().(*cEncoder)
 	if e == nil {
-		return nil, errZstdContext
+		return nil, errors.New("zstd: cannot create a compression context")
 	}
 	defer cEncoders.Put(e)
 	bound := int(C.ZSTD_compressBound(C.size_t(len(src))))
@@ -84,7 +89,51 @@ func zstdEncode(src, dst []byte) ([]byte, error) {
 	}
 	n := C.ZSTD_compress2(e.cctx, unsafe.Pointer(&dst[0]), C.size_t(bound), in, C.size_t(len(src)))
 	if C.ZSTD_isError(n) != 0 {
-		return nil, errors.New("zstd: compression failed")
+		return nil, fmt.Errorf("zstd: %s", C.GoString(C.ZSTD_getErrorName(n)))
+	}
+	return dst[:n], nil
+}
+
+// cDecoder owns one decompression context, like cEncoder.
+type cDecoder struct{ dctx *C.ZSTD_DCtx }
+
+var cDecoders = sync.Pool{New: func() any {
+	dctx := C.ZSTD_createDCtx()
+	if dctx == nil {
+		return nil
+	}
+	d := &cDecoder{dctx: dctx}
+	runtime.AddCleanup(d, func(c *C.ZSTD_DCtx) { C.ZSTD_freeDCtx(c) }, dctx)
+	return d
+}}
+
+// zstdDecode decompresses the frame src, which must hold exactly rawLen
+// bytes, into dst's storage (grown when too small). The C library writes no
+// further than rawLen bytes: a frame holding more fails.
+func zstdDecode(src []byte, rawLen int, dst []byte) ([]byte, error) {
+	if len(src) == 0 {
+		return nil, errors.New("zstd: empty frame")
+	}
+	d, _ := cDecoders.Get().(*cDecoder)
+	if d == nil {
+		return nil, errors.New("zstd: cannot create a decompression context")
+	}
+	defer cDecoders.Put(d)
+	if cap(dst) < rawLen {
+		dst = make([]byte, rawLen)
+	}
+	dst = dst[:rawLen]
+	var out unsafe.Pointer
+	if rawLen > 0 {
+		out = unsafe.Pointer(&dst[0])
+	}
+	n := C.ZSTD_decompressDCtx(d.dctx, out, C.size_t(rawLen), unsafe.Pointer(&src[0]), C.size_t(len(src)))
+	if C.ZSTD_isError(n) != 0 {
+		msg := C.GoString(C.ZSTD_getErrorName(n))
+		if msg == "Destination buffer is too small" {
+			return nil, fmt.Errorf("decompresses to more than %d bytes", rawLen)
+		}
+		return nil, fmt.Errorf("zstd: %s", msg)
 	}
 	return dst[:n], nil
 }
