@@ -311,6 +311,9 @@ show() { # sec|mib|times VALUE: the value in its unit, or -
     times) awk -v m="$2" 'BEGIN { printf "%.2fx", m }' ;;
   esac
 }
+runs() { # KEY: every value of t[KEY] in seconds, in the order measured
+  printf '%s' "${t[$1]:-}" | awk 'NF { printf "%s%.2f", (n++ ? " " : ""), $1 / 1000 }'
+}
 ratio() { # A C: A / C, or n/a
   awk -v a="$1" -v c="$2" 'BEGIN { if (a != "" && c != "" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
 }
@@ -353,6 +356,14 @@ table=$work/table.md
   row "forget $forgotten of $PRUNE_BACKUPS backups + prune (s)" sec prune
   row "repository before forget+prune (MiB)" mib before_prune
   row "repository after forget+prune (MiB)" mib after_prune
+  echo
+  echo "Each run, in order (s; the tools take turns going first):"
+  echo
+  for key in full incr restore prune; do
+    line=""
+    for tool in "${TOOLS[@]}"; do line+="; $tool $(runs "${tool}_$key")"; done
+    echo "- $key: ${line#; }"
+  done
 } >"$table"
 echo
 cat "$table"
