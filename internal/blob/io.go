@@ -135,8 +135,21 @@ func (e *exactReadCloser) Close() error { return e.rc.Close() }
 
 // SaveBytes saves data under name.
 func SaveBytes(ctx context.Context, s Store, name string, data []byte) error {
-	return s.Save(ctx, name, bytes.NewReader(data), int64(len(data)))
+	return s.Save(ctx, name, NewBytesReader(data), int64(len(data)))
 }
+
+// A BytesReader reads a byte slice that a store may also take whole with
+// Bytes (the local store writes it in one call).
+type BytesReader struct {
+	*bytes.Reader
+	b []byte
+}
+
+// NewBytesReader returns a BytesReader of b.
+func NewBytesReader(b []byte) *BytesReader { return &BytesReader{Reader: bytes.NewReader(b), b: b} }
+
+// Bytes returns the unread bytes.
+func (r *BytesReader) Bytes() []byte { return r.b[len(r.b)-r.Len():] }
 
 // LoadAll reads the whole object name.
 func LoadAll(ctx context.Context, s Store, name string) ([]byte, error) {

@@ -253,6 +253,27 @@ func testSizeMismatch(t *testing.T, s blob.Store) {
 	if _, err := s.Stat(ctx, "size/long"); !blob.IsNotExist(err) {
 		t.Fatalf("after a long Save, Stat = %v; want IsNotExist", err)
 	}
+	// The same with a reader of bytes in memory, which a store may take
+	// whole (blob.BytesReader), and one partly read already.
+	if err := s.Save(ctx, "size/bytes-short", blob.NewBytesReader(data), int64(len(data)+1)); err == nil {
+		t.Fatal("Save with a BytesReader shorter than size succeeded")
+	}
+	if err := s.Save(ctx, "size/bytes-long", blob.NewBytesReader(data), int64(len(data)-1)); err == nil {
+		t.Fatal("Save with a BytesReader longer than size succeeded")
+	}
+	for _, name := range []string{"size/bytes-short", "size/bytes-long"} {
+		if _, err := s.Stat(ctx, name); !blob.IsNotExist(err) {
+			t.Fatalf("after a failed Save, Stat(%s) = %v; want IsNotExist", name, err)
+		}
+	}
+	br := blob.NewBytesReader(data)
+	if _, err := io.ReadFull(br, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(ctx, "size/bytes-rest", br, int64(len(data)-100)); err != nil {
+		t.Fatalf("Save of a partly read BytesReader: %v", err)
+	}
+	mustEqual(t, "a partly read BytesReader's object", load(t, s, "size/bytes-rest", 0, 0), data[100:])
 	// A failed replacement keeps the previous object.
 	save(t, s, "size/keep", data)
 	if err := s.Save(ctx, "size/keep", bytes.NewReader(data[:10]), 20); err == nil {

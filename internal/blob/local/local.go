@@ -113,7 +113,7 @@ func (s *Store) Save(ctx context.Context, name string, r io.Reader, size int64) 
 	if err := f.Chmod(fileMode); err != nil {
 		return saveError(name, err)
 	}
-	if _, err := io.Copy(f, blob.SizedReader(blob.ContextReader(ctx, r), size, name)); err != nil {
+	if err := writeAll(ctx, f, r, size, name); err != nil {
 		return saveError(name, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -417,3 +417,17 @@ type openFile struct {
 }
 
 func (o *openFile) Size() int64 { return o.size }
+
+// writeAll copies the size bytes of r into f. Bytes already in memory (a
+// pack) go down in one write, not through io.Copy's 32 KiB buffer.
+func writeAll(ctx context.Context, f *os.File, r io.Reader, size int64, name string) error {
+	if br, ok := r.(*blob.BytesReader); ok && int64(br.Len()) == size {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := f.Write(br.Bytes())
+		return err
+	}
+	_, err := io.Copy(f, blob.SizedReader(blob.ContextReader(ctx, r), size, name))
+	return err
+}
