@@ -32,6 +32,7 @@ size_t ZSTD_freeDCtx(ZSTD_DCtx* dctx);
 size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
 unsigned ZSTD_isError(size_t code);
 const char* ZSTD_getErrorName(size_t code);
+int ZSTD_getErrorCode(size_t functionResult); // zstd_errors.h; returns a ZSTD_ErrorCode
 */
 import "C"
 
@@ -45,11 +46,13 @@ import (
 	_ "github.com/DataDog/zstd" // the C library the declarations above link to
 )
 
-// ZSTD_cParameter values (zstd.h).
+// ZSTD_cParameter values (zstd.h) and an error code (zstd_errors.h).
 const (
 	zstdCompressionLevel = 100
 	zstdHashLog          = 102
 	zstdMinMatch         = 105
+
+	zstdErrorDstSizeTooSmall = 70
 )
 
 // cEncoder owns one compression context; contexts are not safe for
@@ -131,11 +134,10 @@ func zstdDecode(src []byte, rawLen int, dst []byte) ([]byte, error) {
 	}
 	n := C.ZSTD_decompressDCtx(d.dctx, out, C.size_t(rawLen), unsafe.Pointer(&src[0]), C.size_t(len(src)))
 	if C.ZSTD_isError(n) != 0 {
-		msg := C.GoString(C.ZSTD_getErrorName(n))
-		if msg == "Destination buffer is too small" {
+		if C.ZSTD_getErrorCode(n) == zstdErrorDstSizeTooSmall {
 			return nil, fmt.Errorf("decompresses to more than %d bytes", rawLen)
 		}
-		return nil, fmt.Errorf("zstd: %s", msg)
+		return nil, fmt.Errorf("zstd: %s", C.GoString(C.ZSTD_getErrorName(n)))
 	}
 	return dst[:n], nil
 }
