@@ -390,6 +390,9 @@ show() { # sec|mib|mibs|times VALUE: the value in its unit, or -
     times) awk -v m="$2" 'BEGIN { printf "%.2fx", m }' ;;
   esac
 }
+runs() { # KEY: every value of t[KEY] in seconds, in the order measured
+  printf '%s' "${t[$1]:-}" | awk 'NF { printf "%s%.2f", (n++ ? " " : ""), $1 / 1000 }'
+}
 ratio() { # A C: A / C, or n/a
   awk -v a="$1" -v c="$2" 'BEGIN { if (a != "" && c != "" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
 }
@@ -457,6 +460,12 @@ table=$work/table.md
   row "restore of the latest backup, synced to disk (s)" sec restore restic other/cairn "ge 3"
   row "export, sequential read with nbdcopy (MiB/s): cairn backup export / qemu-nbd" mibs read qemu-nbd cairn/other "ge 0.8"
   row "export, first byte: backup export to a 4 KiB read (s)" sec first - - "cairn le 2"
+  echo
+  echo "Each run, in order (s; cairn and restic take turns going first):"
+  echo
+  for key in full incr restore; do
+    echo "- $key: cairn $(runs "cairn_$key"); restic $(runs "restic_$key")"
+  done
 } >"$table"
 echo
 cat "$table"
