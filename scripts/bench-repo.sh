@@ -35,6 +35,8 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 SIZE=${BENCH_REPO_SIZE:-2G}
 RUNS=${BENCH_RUNS:-3}
 PRUNE_SIZE=${BENCH_PRUNE_SIZE:-$SIZE}
@@ -167,8 +169,6 @@ op_forget_prune() { # TOOL S ID...
   esac
 }
 
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print ""; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 repo_bytes() { du -sb "$1/repo" | cut -f1; }
 
 declare -A t=() # tool_op -> wall times in ms, one a line
@@ -310,12 +310,6 @@ show() { # sec|mib|times VALUE: the value in its unit, or -
     mib) awk -v m="$2" 'BEGIN { printf "%.1f", m / 1048576 }' ;;
     times) awk -v m="$2" 'BEGIN { printf "%.2fx", m }' ;;
   esac
-}
-runs() { # KEY: every value of t[KEY] in seconds, in the order measured
-  printf '%s' "${t[$1]:-}" | awk 'NF { printf "%s%.2f", (n++ ? " " : ""), $1 / 1000 }'
-}
-ratio() { # A C: A / C, or n/a
-  awk -v a="$1" -v c="$2" 'BEGIN { if (a != "" && c != "" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
 }
 row() { # LABEL sec|mib|times KEY
   local label=$1 unit=$2 key=$3 c r g

@@ -7,6 +7,8 @@
 #   BENCH_SIZE=20G BENCH_RUNS=5 scripts/bench-snapshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 SIZE=${BENCH_SIZE:-20G}
 RUNS=${BENCH_RUNS:-5}
 SNAPS=${BENCH_SNAPSHOTS:-1000}
@@ -21,10 +23,9 @@ trap cleanup EXIT
 export CAIRN_SERVER=http://127.0.0.1:$port
 for _ in $(seq 100); do [ -s "$work/data/admin.token" ] && break; sleep 0.1; done
 export CAIRN_TOKEN=$(cat "$work/data/admin.token")
+# The token is written before the server answers: wait until it does.
+for _ in $(seq 100); do "$BIN" volume list >/dev/null 2>&1 && break; sleep 0.1; done
 c() { "$BIN" "$@" >/dev/null; }
-
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "filling a $SIZE volume (fully allocated)..." >&2
 id=$("$BIN" volume create bench --size "$SIZE" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

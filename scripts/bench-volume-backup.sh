@@ -43,6 +43,8 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 SIZE=${BENCH_VOL_SIZE:-2G}
 RUNS=${BENCH_RUNS:-3}
 SEED=${BENCH_SEED:-1}
@@ -100,8 +102,6 @@ rs() { # S ARGS...
   RESTIC_REPOSITORY=$s/repo RESTIC_CACHE_DIR=$s/cache restic "$@"
 }
 
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print ""; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 jget() { # FILE KEY: the top-level KEY of the JSON object in FILE
   python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
@@ -389,12 +389,6 @@ show() { # sec|mib|mibs|times VALUE: the value in its unit, or -
     mibs) awk -v m="$2" -v n="$image_bytes" 'BEGIN { if (m > 0) printf "%.0f", n / 1048576 / (m / 1000); else print "-" }' ;;
     times) awk -v m="$2" 'BEGIN { printf "%.2fx", m }' ;;
   esac
-}
-runs() { # KEY: every value of t[KEY] in seconds, in the order measured
-  printf '%s' "${t[$1]:-}" | awk 'NF { printf "%s%.2f", (n++ ? " " : ""), $1 / 1000 }'
-}
-ratio() { # A C: A / C, or n/a
-  awk -v a="$1" -v c="$2" 'BEGIN { if (a != "" && c != "" && c + 0 > 0) printf "%.2f", a / c; else print "n/a" }'
 }
 met() { # VALUE ge|le LIMIT: yes, no, or n/a
   awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
