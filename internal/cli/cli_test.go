@@ -643,3 +643,39 @@ func TestExtraNodeCommand(t *testing.T) {
 		t.Errorf("an extra command's error: exit %d, want 1", code)
 	}
 }
+
+// `cairn repo` works without a server: its help leaves out the server
+// flags, and giving one is an error (exit 2), not silently ignored.
+func TestRepoRefusesServerFlags(t *testing.T) {
+	isolate(t)
+	out, _, code := cairn(t, "repo", "backup", "--help")
+	if code != 0 {
+		t.Fatalf("repo backup --help: exit %d", code)
+	}
+	for _, flag := range []string{"--server", "--token", "--project", "--no-wait"} {
+		if strings.Contains(out, flag) {
+			t.Errorf("repo backup --help shows %s:\n%s", flag, out)
+		}
+	}
+	for _, flag := range []string{"--repo", "--password-file", "--output", "--exclude"} {
+		if !strings.Contains(out, flag) {
+			t.Errorf("repo backup --help misses %s:\n%s", flag, out)
+		}
+	}
+	// Hiding them there leaves them shown everywhere else.
+	out, _, _ = cairn(t, "volume", "list", "--help")
+	if !strings.Contains(out, "--server") || !strings.Contains(out, "--no-wait") {
+		t.Errorf("volume list --help lost the server flags:\n%s", out)
+	}
+	for _, args := range [][]string{
+		{"repo", "backups", "--server", "http://127.0.0.1:1", "--repo", t.TempDir()},
+		{"--token", "tok", "repo", "init", "--repo", t.TempDir()},
+		{"repo", "verify", "--no-wait"},
+		{"repo", "stats", "--project", "p"},
+	} {
+		_, errOut, code := cairn(t, args...)
+		if code != 2 || !strings.Contains(errOut, "has no effect on `cairn repo`") {
+			t.Errorf("cairn %v: exit %d, stderr %q; want 2 and the flag refused", args, code, errOut)
+		}
+	}
+}

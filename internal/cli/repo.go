@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
@@ -51,12 +52,48 @@ func (a *app) repoCommand() *cobra.Command {
 	f.StringVar(&ra.secretKey, "s3-secret-key", "", "S3 secret key (default AWS_SECRET_ACCESS_KEY)")
 	f.StringVar(&ra.region, "s3-region", "", "S3 region (default AWS_REGION, else asked from the server)")
 	f.IntVar(&ra.connections, "s3-connections", 0, "concurrent S3 requests (default 8)")
+	// The root's server flags mean nothing here: hide them from the help
+	// and refuse them, rather than ignore them.
+	defaultHelp := cmd.HelpFunc()
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		defer hideFlags(a.root.PersistentFlags(), serverFlags)()
+		defaultHelp(c, args)
+	})
+	cmd.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		for _, name := range serverFlags {
+			if a.root.PersistentFlags().Changed(name) {
+				return core.Invalid("--%s has no effect on `cairn repo`, which works on the repository directly, without a server", name)
+			}
+		}
+		return nil
+	}
 	cmd.AddCommand(
 		ra.initCommand(), ra.backupCommand(), ra.backupsCommand(), ra.lsCommand(), ra.restoreCommand(), ra.exportCommand(), ra.filesCommand(),
 		ra.catCommand(), ra.verifyCommand(), ra.forgetCommand(), ra.pruneCommand(), ra.statsCommand(),
 		ra.keyCommand(), ra.unlockCommand(),
 	)
 	return cmd
+}
+
+// serverFlags are the root's flags that only commands talking to a server
+// use.
+var serverFlags = []string{"server", "token", "project", "no-wait"}
+
+// hideFlags hides the named flags of fs and returns the function that shows
+// them again.
+func hideFlags(fs *pflag.FlagSet, names []string) func() {
+	var hidden []*pflag.Flag
+	for _, name := range names {
+		if f := fs.Lookup(name); f != nil && !f.Hidden {
+			f.Hidden = true
+			hidden = append(hidden, f)
+		}
+	}
+	return func() {
+		for _, f := range hidden {
+			f.Hidden = false
+		}
+	}
 }
 
 func (ra *repoApp) where() (string, error) {
