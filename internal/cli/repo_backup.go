@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -217,10 +219,30 @@ func (ra *repoApp) backupFiles(ctx context.Context, r *repo.Repository, paths []
 	for _, s := range res.Stats.ErrorSamples {
 		fmt.Fprintf(ra.stderr, "cairn: warning: not backed up: %s\n", s)
 	}
-	for _, s := range res.Stats.WarningSamples {
-		fmt.Fprintf(ra.stderr, "cairn: warning: %s\n", s)
+	if n := res.Stats.Errors - int64(len(res.Stats.ErrorSamples)); n > 0 {
+		fmt.Fprintf(ra.stderr, "cairn: warning: and %d more not backed up\n", n)
 	}
+	ra.samples("warning", res.Stats.WarningSamples, res.Stats.Warnings)
 	return res.Manifest, nil
+}
+
+// samples prints the messages kept of total (warnings or errors), and how
+// many more there were.
+func (ra *repoApp) samples(what string, msgs []string, total int64) {
+	for _, s := range msgs {
+		fmt.Fprintf(ra.stderr, "cairn: %s: %s\n", what, s)
+	}
+	if n := total - int64(len(msgs)); n > 0 {
+		fmt.Fprintf(ra.stderr, "cairn: %s: and %s more\n", what, plural(n, what, what+"s"))
+	}
+}
+
+// plural is "1 file" or "n files".
+func plural[N int | int64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func (ra *repoApp) backupsCommand() *cobra.Command {
@@ -334,8 +356,8 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&target, "target", "", "restore files into this directory")
 	fl.StringArrayVar(&includes, "include", nil, "restore only this path of the backup, with everything below it (repeatable)")
-	fl.StringVar(&toFile, "to-file", "", "restore an image backup to this file: .qcow2 makes a qcow2 image, anything else raw (sparse)")
-	fl.BoolVar(&overwrite, "overwrite", false, "replace existing files (and an existing --to-file)")
+	fl.StringVar(&toFile, "to-file", "", "restore an image backup to this file: .qcow2 makes a qcow2 image, anything else raw (sparse); never a device")
+	fl.BoolVar(&overwrite, "overwrite", false, "replace existing files (and an existing --to-file, keeping its mode and owner)")
 	fl.BoolVar(&noOwners, "no-owners", false, "do not restore file owners (the default when not root)")
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		if (target == "") == (toFile == "") {
@@ -361,21 +383,20 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 			}
 			st, err := r.RestoreFiles(ctx, m, target, opts)
 			p.finish()
+			// The entries that failed or lost metadata, also when the
+			// restore as a whole failed: the error names only the first.
+			ra.samples("warning", st.WarningSamples, st.Warnings)
+			ra.samples("error", st.ErrorSamples, st.Errors)
 			if err != nil {
 				return err
 			}
-			for _, s := range st.WarningSamples {
-				fmt.Fprintf(ra.stderr, "cairn: warning: %s\n", s)
-			}
-			for _, s := range st.ErrorSamples {
-				fmt.Fprintf(ra.stderr, "cairn: error: %s\n", s)
-			}
 			if st.Errors > 0 {
-				return fmt.Errorf("restore of backup %s into %s: %d entries could not be restored", m.ID, target, st.Errors)
+				return fmt.Errorf("restore of backup %s into %s: %s could not be restored", m.ID, target, plural(st.Errors, "entry", "entries"))
 			}
 			out := map[string]any{"backup": backupOf(m), "target": target, "files": st.Files, "dirs": st.Dirs, "bytes": st.Bytes}
 			return ra.print(out, func() {
-				fmt.Fprintf(ra.stdout, "restored backup %s into %s: %d files, %d directories, %s\n", m.ID, target, st.Files, st.Dirs, core.FormatSize(st.Bytes))
+				fmt.Fprintf(ra.stdout, "restored backup %s into %s: %s, %s, %s\n", m.ID, target,
+					plural(st.Files, "file", "files"), plural(st.Dirs, "directory", "directories"), core.FormatSize(st.Bytes))
 			})
 		})
 	})
@@ -388,10 +409,10 @@ func (ra *repoApp) restoreImage(ctx context.Context, r *repo.Repository, m *form
 	if m.Kind != format.KindImage {
 		return core.Invalid("backup %s is a file backup: restore it with --target", m.ID)
 	}
-	if _, err := os.Lstat(out); err == nil && !overwrite {
-		return core.Conflict("exists", "%s exists: remove it or use --overwrite", out)
+	out, asQcow2, err := imageOutput(out, overwrite)
+	if err != nil {
+		return err
 	}
-	asQcow2 := strings.HasSuffix(out, ".qcow2")
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".cairn-restore-*")
 	if err != nil {
 		return fmt.Errorf("creating the output: %w", err)
@@ -431,6 +452,10 @@ func (ra *repoApp) restoreImage(ctx context.Context, r *repo.Repository, m *form
 		os.Remove(tmpName)
 		tmpName, final = q, q
 	}
+	if err := takeOver(final, out); err != nil {
+		os.Remove(final)
+		return fmt.Errorf("restoring to %s: %w", out, err)
+	}
 	if err := os.Rename(final, out); err != nil {
 		os.Remove(final)
 		return fmt.Errorf("moving the restored image into place: %w", err)
@@ -440,6 +465,87 @@ func (ra *repoApp) restoreImage(ctx context.Context, r *repo.Repository, m *form
 	return ra.print(res, func() {
 		fmt.Fprintf(ra.stdout, "restored backup %s to %s (%s)\n", m.ID, out, core.FormatSize(m.Image.Size))
 	})
+}
+
+// foreignFormats are image file name extensions of formats that restore
+// does not write.
+var foreignFormats = map[string]string{
+	".vmdk": "VMDK", ".vdi": "VDI", ".vhd": "VHD", ".vhdx": "VHDX", ".vpc": "VHD", ".qed": "QED", ".qcow": "qcow (version 1)",
+}
+
+// imageOutput checks the --to-file of an image restore before any work: the
+// path to write (an existing symbolic link is followed, so that its target
+// is replaced, not the link) and whether it is a qcow2 file (named .qcow2)
+// rather than raw. The restore writes a new file beside it and renames it
+// over it, so anything but a regular file is refused: a block device would
+// be replaced by a file in /dev, not written.
+func imageOutput(out string, overwrite bool) (string, bool, error) {
+	ext := strings.ToLower(filepath.Ext(out))
+	if f, ok := foreignFormats[ext]; ok {
+		return "", false, core.Invalid("%s: restore writes raw (any name but .qcow2) or qcow2 images, not %s: restore to %s.raw, then convert it with qemu-img convert -O %s",
+			out, f, strings.TrimSuffix(out, filepath.Ext(out)), ext[1:])
+	}
+	fi, err := os.Lstat(out)
+	if err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if resolved, rerr := filepath.EvalSymlinks(out); rerr == nil {
+			out = resolved
+			fi, err = os.Lstat(out)
+		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return out, ext == ".qcow2", nil
+	case err != nil:
+		return "", false, fmt.Errorf("restoring to %s: %w", out, err)
+	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+		return "", false, core.Invalid("%s is a block device: --to-file writes an image file; restore to a file, then copy it onto the device (qemu-img convert -n -O raw FILE %s)", out, out)
+	case fi.IsDir():
+		return "", false, core.Invalid("%s is a directory: give the image file's name (%s), or restore a file backup with --target",
+			out, filepath.Join(out, "NAME.raw"))
+	case !fi.Mode().IsRegular():
+		return "", false, core.Invalid("%s is %s, not a regular file: choose another --to-file", out, describeType(fi.Mode()))
+	case !overwrite:
+		return "", false, core.Conflict("exists", "%s exists: remove it or use --overwrite", out)
+	}
+	return out, ext == ".qcow2", nil
+}
+
+// takeOver gives the restored image file the mode and owner of the file it
+// replaces (an image a VM runs from keeps the permissions it had), or mode
+// 0600 when it replaces nothing: a disk image holds everything on the disk.
+// An owner that only root may give is left as it is for other users.
+func takeOver(file, old string) error {
+	fi, err := os.Stat(old)
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.Chmod(file, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(file, fi.Mode().Perm()); err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(file, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrPermission) {
+			return err
+		}
+	}
+	return nil
+}
+
+// describeType names the kind of file of a mode that is not a regular file.
+func describeType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link to nothing"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
 }
 
 // diskFull rewords a no-space error so that it says so plainly.

@@ -137,6 +137,22 @@ func TestRepoCLI(t *testing.T) {
 		t.Fatal("restored raw image differs")
 	}
 	e.fails(4, "exists", "restore", bs[0].ID, "--to-file", out)
+	// --overwrite replaces the image, which keeps its mode; a directory or a
+	// device is no image file, and nothing is written.
+	os.Chmod(out, 0o640)
+	os.WriteFile(out, []byte("not the image"), 0o640)
+	e.ok("restore", bs[0].ID, "--to-file", out, "--overwrite")
+	if fi, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o640 || !sameFile(t, raw, out) {
+		t.Fatalf("restore --overwrite: mode %v (want 0640), same bytes %v", fi.Mode().Perm(), sameFile(t, raw, out))
+	}
+	e.fails(2, "is a directory", "restore", bs[0].ID, "--to-file", dir, "--overwrite")
+	e.fails(2, "is a character device", "restore", bs[0].ID, "--to-file", "/dev/null", "--overwrite")
+	e.fails(2, "not VMDK", "restore", bs[0].ID, "--to-file", filepath.Join(dir, "out.vmdk"))
+	if _, err := os.Lstat(filepath.Join(dir, "out.vmdk")); err == nil {
+		t.Fatal("a refused restore left a file")
+	}
 	outq := filepath.Join(dir, "out.qcow2")
 	e.ok("restore", "latest", "--tag", "volume=qc", "--to-file", outq)
 	runTool(t, "qemu-img", "compare", "-q", qc, outq)
@@ -159,6 +175,22 @@ func TestRepoCLI(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(target, "src/etc/hosts")); err == nil {
 		t.Fatal("a file outside --include was restored")
 	}
+	// A second restore over the first: each entry in the way is named
+	// (the error itself names only the first), and --overwrite replaces them.
+	whole := filepath.Join(dir, "whole")
+	if got := e.ok("restore", "latest", "--target", whole); !strings.Contains(got, ": 2 files, ") {
+		t.Fatalf("restore: %q", got)
+	}
+	_, errs, code := e.run("restore", "latest", "--target", whole)
+	if code != 4 || !strings.Contains(errs, "3 entries were not restored") {
+		t.Fatalf("restore over a restore: exit %d (want 4), stderr:\n%s", code, errs)
+	}
+	for _, name := range []string{"src/etc/ssh/sshd_config", "src/etc/hosts", "src/etc/hosts.link"} {
+		if !strings.Contains(errs, "cairn: error: "+filepath.Join(whole, name)+": already exists") {
+			t.Errorf("restore over a restore does not name %s:\n%s", name, errs)
+		}
+	}
+	e.ok("restore", "latest", "--target", whole, "--overwrite")
 	ls := e.ok("ls", "latest", "src/etc")
 	if !strings.Contains(ls, "src/etc/hosts.link -> hosts") {
 		t.Fatalf("ls:\n%s", ls)
