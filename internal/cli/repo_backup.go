@@ -19,6 +19,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/filebackup"
+	"github.com/cairn-backup/cairn/internal/fsimage"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/repo"
@@ -533,19 +534,13 @@ func takeOver(file, old string) error {
 	return nil
 }
 
-// describeType names the kind of file of a mode that is not a regular file.
+// describeType names the kind of file of a mode that is not a regular file
+// (a symbolic link here is one that leads nowhere).
 func describeType(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
+	if m&fs.ModeSymlink != 0 {
 		return "a symbolic link to nothing"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
 	}
-	return "a special file"
+	return fsimage.Describe(m)
 }
 
 // diskFull rewords a no-space error so that it says so plainly.

@@ -52,7 +52,7 @@ func TestImageOutput(t *testing.T) {
 		{out: filepath.Join(dir, "disk.vmdk"), kind: core.KindInvalid, msg: "not VMDK: restore to " + filepath.Join(dir, "disk") + ".raw"},
 		{out: filepath.Join(dir, "disk.VHDX"), kind: core.KindInvalid, msg: "not VHDX"},
 		{out: dir, overwrite: true, kind: core.KindInvalid, msg: "is a directory: give the image file's name"},
-		{out: filepath.Join(dir, "fifo"), overwrite: true, kind: core.KindInvalid, msg: "is a named pipe, not a regular file"},
+		{out: filepath.Join(dir, "fifo"), overwrite: true, kind: core.KindInvalid, msg: "is a fifo, not a regular file"},
 		{out: filepath.Join(dir, "dangling.raw"), overwrite: true, kind: core.KindInvalid, msg: "is a symbolic link to nothing"},
 		{out: "/dev/null", overwrite: true, kind: core.KindInvalid, msg: "is a character device"},
 	}
