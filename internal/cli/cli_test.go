@@ -679,3 +679,25 @@ func TestRepoRefusesServerFlags(t *testing.T) {
 		}
 	}
 }
+
+// The password hint follows only a wrong repository password, not refused
+// or missing S3 credentials, which carry their own advice.
+func TestRepoPasswordHint(t *testing.T) {
+	isolate(t)
+	dir := filepath.Join(t.TempDir(), "repo")
+	t.Setenv(EnvPassword, "right")
+	if _, errOut, code := cairn(t, "repo", "init", "--repo", dir); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	t.Setenv(EnvPassword, "wrong")
+	_, errOut, code := cairn(t, "repo", "backups", "--repo", dir)
+	if code != 6 || !strings.Contains(errOut, "wrong password") || !strings.Contains(errOut, "Check the password") {
+		t.Errorf("wrong password: exit %d, stderr %q", code, errOut)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	_, errOut, code = cairn(t, "repo", "backups", "--repo", "s3:http://127.0.0.1:1/bucket")
+	if code != 6 || !strings.Contains(errOut, "no S3 credentials") || strings.Contains(errOut, "Check the password") {
+		t.Errorf("no S3 credentials: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -127,7 +127,7 @@ func markRunErrors(c *cobra.Command) {
 // codes (nothing_to_revert, exported, name_taken ...) are printed in brackets.
 var genericCodes = map[string]bool{
 	"": true, "internal": true, "invalid": true, "not_found": true, "conflict": true,
-	"unauthorized": true, "forbidden": true, "corrupt": true, "task_failed": true, "canceled": true,
+	"unauthorized": true, core.CodeWrongPassword: true, "forbidden": true, "corrupt": true, "task_failed": true, "canceled": true,
 }
 
 func printError(w io.Writer, cmd *cobra.Command, err error) {
@@ -144,7 +144,7 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	switch {
 	case errors.As(err, &u):
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", cmd.CommandPath())
-	case repoCmd && core.KindOf(err) == core.KindUnauthorized:
+	case repoCmd && core.CodeOf(err) == core.CodeWrongPassword:
 		fmt.Fprintf(w, "Check the password (%s, %s or --password-file).\n", EnvPassword, EnvPasswordFile)
 	case repoCmd:
 	case core.KindOf(err) == core.KindUnauthorized:

@@ -71,6 +71,15 @@ func Corrupt(format string, args ...any) *Error {
 	return E(KindCorrupt, "corrupt", format, args...)
 }
 
+// WrongPassword reports a password that no key of a repository accepts
+// (code "wrong_password", kind unauthorized).
+func WrongPassword(format string, args ...any) *Error {
+	return E(KindUnauthorized, CodeWrongPassword, format, args...)
+}
+
+// CodeWrongPassword is the code of WrongPassword's errors.
+const CodeWrongPassword = "wrong_password"
+
 // Unauthorized reports missing or wrong credentials.
 func Unauthorized(format string, args ...any) *Error {
 	return E(KindUnauthorized, "unauthorized", format, args...)

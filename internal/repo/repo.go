@@ -241,8 +241,8 @@ func Open(ctx context.Context, store blob.Store, password []byte, opts Options) 
 		r.keyID = strings.TrimPrefix(name, format.KeysPrefix)
 		return r, nil
 	}
-	if core.KindOf(lastErr) == core.KindUnauthorized {
-		return nil, core.Unauthorized("wrong password: no key of this repository accepts it")
+	if core.CodeOf(lastErr) == core.CodeWrongPassword {
+		return nil, core.WrongPassword("wrong password: no key of this repository accepts it")
 	}
 	return nil, lastErr
 }

@@ -165,7 +165,7 @@ func (kf *KeyFile) Unlock(password []byte) (*MasterKey, error) {
 	plain, err := kek.Open(kf.Wrapped, []byte(keyFileAD))
 	clear(kek.Encrypt[:])
 	if err != nil {
-		return nil, core.Unauthorized(wrongPassword)
+		return nil, core.WrongPassword(wrongPassword)
 	}
 	if len(plain) != 2*KeySize { // authentic, so only a writer bug could cause this
 		return nil, core.Corrupt("key file: wrapped master key is %d bytes, want %d", len(plain), 2*KeySize)
