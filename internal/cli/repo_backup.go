@@ -56,7 +56,7 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 	var (
 		image, snapshot, host, parent string
 		tags, excludes                []string
-		oneFS                         bool
+		oneFS, forceShare             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup [PATH...] | --image FILE",
@@ -70,12 +70,16 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 	fl.StringVar(&parent, "parent", "", "the backup to compare with (default: the latest of the same host and paths)")
 	fl.StringArrayVar(&excludes, "exclude", nil, "skip entries whose base name matches this glob (repeatable)")
 	fl.BoolVar(&oneFS, "one-file-system", false, "do not cross mount points")
+	fl.BoolVar(&forceShare, "force-share", false, "with --image: read an image that another process (a running VM) is writing, and let others write it meanwhile")
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		if (image == "") == (len(args) == 0) {
 			return core.Invalid("give either PATH... or --image FILE")
 		}
 		if snapshot != "" && image == "" {
 			return core.Invalid("--snapshot needs --image")
+		}
+		if forceShare && image == "" {
+			return core.Invalid("--force-share needs --image")
 		}
 		for _, t := range tags {
 			if t == "" || len(t) > format.MaxTagLen {
@@ -106,7 +110,7 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 			}
 			var m *format.Manifest
 			if image != "" {
-				m, err = ra.backupImage(ctx, r, image, snapshot, info)
+				m, err = ra.backupImage(ctx, r, image, snapshot, forceShare, info)
 			} else {
 				m, err = ra.backupFiles(ctx, r, args, info, filebackup.BackupOptions{Excludes: excludes, OneFileSystem: oneFS})
 			}
@@ -134,8 +138,11 @@ func absAll(paths []string) []string {
 	return out
 }
 
-// openImage opens a raw or qcow2 image for backup.
-func openImage(path, snapshot string) (repo.ImageSource, func(), error) {
+// openImage opens a raw or qcow2 image for backup. Unless forceShare is
+// set, an image that another process (a running VM) has open for writing
+// is refused, and no process may open it for writing until done is called:
+// QEMU's own locks, the way qemu-img reads an image.
+func openImage(path, snapshot string, forceShare bool) (_ repo.ImageSource, _ func(), err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -143,15 +150,40 @@ func openImage(path, snapshot string) (repo.ImageSource, func(), error) {
 		}
 		return repo.ImageSource{}, nil, fmt.Errorf("opening image: %w", err)
 	}
+	closers := []func(){func() { f.Close() }} // f holds the locks: closed last
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return repo.ImageSource{}, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return repo.ImageSource{}, nil, core.Invalid("%s is not a regular file", path)
+	}
+	if !forceShare {
+		if err := qemu.LockImageForReading(f); err != nil {
+			if core.CodeOf(err) == "in_use" {
+				return repo.ImageSource{}, nil, fmt.Errorf("%w: stop the VM first, back the volume up through the cairn server, or pass --force-share to read it anyway", err)
+			}
+			return repo.ImageSource{}, nil, err
+		}
+	}
 	abs, _ := filepath.Abs(path)
 	magic := make([]byte, 4)
-	n, _ := f.ReadAt(magic, 0)
-	if n == 4 && string(magic) == "QFI\xfb" {
-		f.Close()
+	if n, _ := f.ReadAt(magic, 0); n == 4 && string(magic) == "QFI\xfb" {
 		im, err := qcow2.Open(path)
 		if err != nil {
 			return repo.ImageSource{}, nil, err
 		}
+		closers = append(closers, func() { im.Close() })
 		var l *qcow2.Layer
 		if snapshot != "" {
 			l, err = im.Snapshot(snapshot)
@@ -159,43 +191,30 @@ func openImage(path, snapshot string) (repo.ImageSource, func(), error) {
 			l, err = im.Active()
 		}
 		if err != nil {
-			im.Close()
 			return repo.ImageSource{}, nil, err
 		}
 		ext, err := l.Extents()
 		if err != nil {
-			im.Close()
 			return repo.ImageSource{}, nil, err
 		}
 		ce := make([]chunker.Extent, len(ext))
 		for i, e := range ext {
 			ce[i] = chunker.Extent{Offset: e.Offset, Length: e.Length}
 		}
-		return repo.ImageSource{R: l, Size: l.Size(), Extents: ce, Format: "qcow2", Path: abs}, func() { im.Close() }, nil
+		return repo.ImageSource{R: l, Size: l.Size(), Extents: ce, Format: "qcow2", Path: abs}, closeAll, nil
 	}
 	if snapshot != "" {
-		f.Close()
 		return repo.ImageSource{}, nil, core.Invalid("--snapshot: %s is not a qcow2 image", path)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return repo.ImageSource{}, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return repo.ImageSource{}, nil, core.Invalid("%s is not a regular file", path)
 	}
 	ext, err := chunker.SparseExtents(f)
 	if err != nil {
-		f.Close()
 		return repo.ImageSource{}, nil, err
 	}
-	return repo.ImageSource{R: f, Size: fi.Size(), Extents: ext, Format: "raw", Path: abs}, func() { f.Close() }, nil
+	return repo.ImageSource{R: f, Size: fi.Size(), Extents: ext, Format: "raw", Path: abs}, closeAll, nil
 }
 
-func (ra *repoApp) backupImage(ctx context.Context, r *repo.Repository, path, snapshot string, info repo.BackupInfo) (*format.Manifest, error) {
-	src, done, err := openImage(path, snapshot)
+func (ra *repoApp) backupImage(ctx context.Context, r *repo.Repository, path, snapshot string, forceShare bool, info repo.BackupInfo) (*format.Manifest, error) {
+	src, done, err := openImage(path, snapshot, forceShare)
 	if err != nil {
 		return nil, err
 	}

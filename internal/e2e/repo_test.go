@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
+	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/testenv"
 )
 
@@ -642,4 +644,100 @@ func ext4Disk(t testing.TB, dir string) (src, disk string) {
 	}
 	runTool(t, "mkfs.ext4", "-q", "-F", "-E", "offset=1048576", "-d", src, disk, "40M")
 	return src, disk
+}
+
+// An image that a QEMU process holds writable (a running VM) is not backed
+// up unless asked to, and while cairn reads an image QEMU cannot write it.
+func TestRepoBackupInUse(t *testing.T) {
+	testenv.RequireTool(t, "qemu-img", "qemu-io", "qemu-storage-daemon")
+	dir, err := os.MkdirTemp("", "cr") // short: the daemon's QMP socket lives here
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "vm.qcow2")
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
+	runTool(t, "qemu-io", "-c", "write -P 0x61 0 48M", img)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sd, err := qemu.StartStorageDaemon(ctx, qemu.DaemonConfig{Image: img, RunDir: dir, ID: "vm", ExportName: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fails(4, "vm.qcow2 is in use: another process", "backup", "--image", img)
+	if bs := e.backups(); len(bs) != 0 {
+		t.Fatalf("a refused backup left %d backups", len(bs))
+	}
+	e.ok("backup", "--image", img, "--force-share")
+	e.fails(2, "--force-share needs --image", "backup", dir, "--force-share")
+	if err := sd.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A backup in progress keeps writers out: stopped while it holds its
+	// locks (seen in /proc/locks), qemu-io gets QEMU's refusal.
+	raw := filepath.Join(dir, "big.raw")
+	randomFile(t, raw, 256<<20)
+	var st syscall.Stat_t
+	if err := syscall.Stat(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.command("backup", "--image", raw)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	held := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !held; time.Sleep(time.Millisecond) {
+		held = holdsLock(t, st.Ino, 201)
+	}
+	if !held {
+		cmd.Wait()
+		t.Fatalf("the backup never held QEMU's locks on the image\n%s", stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGSTOP)
+	out, werr := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x62 0 4k", raw).CombinedOutput()
+	cmd.Process.Signal(syscall.SIGCONT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("backup: %v\n%s", err, stderr.String())
+	}
+	if werr == nil || !strings.Contains(string(out), `Failed to get "write" lock`) {
+		t.Fatalf("qemu-io wrote while the backup ran (%v):\n%s", werr, out)
+	}
+	runTool(t, "qemu-io", "-f", "raw", "-c", "write -P 0x62 0 4k", raw) // and can write again after
+	if bs := e.backups(); len(bs) != 2 {
+		t.Fatalf("%d backups, want 2", len(bs))
+	}
+}
+
+// randomFile writes size random bytes to path.
+func randomFile(t testing.TB, path string, size int) {
+	t.Helper()
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holdsLock reports whether /proc/locks shows a lock on byte off of the
+// file with inode ino (on any device).
+func holdsLock(t testing.TB, ino uint64, off int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "1: OFDLCK ADVISORY  READ -1 fe:00:10027739 201 201"
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasSuffix(f[5], fmt.Sprintf(":%d", ino)) && f[6] == fmt.Sprint(off) {
+			return true
+		}
+	}
+	return false
 }
