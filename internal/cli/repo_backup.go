@@ -117,10 +117,18 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return ra.print(backupOf(m), func() {
+			if err := ra.print(backupOf(m), func() {
 				fmt.Fprintf(ra.stdout, "backup %s saved: %s, %s added to the repository, in %.1fs\n",
 					m.ID, core.FormatSize(backupOf(m).LogicalSize), core.FormatSize(m.Summary.BytesAdded), float64(backupOf(m).DurationMS)/1000)
-			})
+			}); err != nil {
+				return err
+			}
+			if m.Summary.Errors > 0 {
+				// Saved, but not whole: a script must notice (exit 1).
+				return core.E(core.KindInternal, "incomplete", "backup %s is saved without %s that could not be read (listed above)",
+					m.ID, plural(m.Summary.Errors, "entry", "entries"))
+			}
+			return nil
 		})
 	})
 	return cmd

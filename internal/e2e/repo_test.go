@@ -27,6 +27,8 @@ type repoEnv struct {
 	t    testing.TB
 	repo string
 	env  []string
+	cred *syscall.Credential // run as this user, when set
+	bin  string              // the cairn binary, when not cairnBin
 }
 
 func newRepoEnv(t testing.TB, repo string, extraEnv ...string) *repoEnv {
@@ -35,8 +37,15 @@ func newRepoEnv(t testing.TB, repo string, extraEnv ...string) *repoEnv {
 }
 
 func (e *repoEnv) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(cairnBin, append([]string{"repo"}, args...)...)
+	bin := cairnBin
+	if e.bin != "" {
+		bin = e.bin
+	}
+	cmd := exec.Command(bin, append([]string{"repo"}, args...)...)
 	cmd.Env = append(os.Environ(), e.env...)
+	if e.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
+	}
 	return cmd
 }
 
@@ -740,4 +749,52 @@ func holdsLock(t testing.TB, ino uint64, off int) bool {
 		}
 	}
 	return false
+}
+
+// A file backup that could not read some entries is saved, names them, and
+// exits 1, so that a script notices; the entries are left out of it.
+func TestRepoBackupIncomplete(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "open.txt"), []byte("anyone may read this\n"), 0o644)
+	secret := filepath.Join(src, "secret.txt")
+	os.WriteFile(secret, []byte("only root\n"), 0o600)
+	os.Chmod(secret, 0) // unreadable by its owner too, unless root
+	e := newRepoEnv(t, filepath.Join(dir, "repo"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	if os.Geteuid() == 0 {
+		// root reads everything: run cairn as nobody, in a tree it may use.
+		os.Chmod(dir, 0o777)
+		e.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+		e.bin = filepath.Join(dir, "cairn")
+		b, err := os.ReadFile(cairnBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(e.bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.ok("init")
+	_, errs, code := e.run("backup", src)
+	if code != 1 || !strings.Contains(errs, "cairn: warning: not backed up: "+secret+": opening: ") ||
+		!strings.Contains(errs, "is saved without 1 entry that could not be read") {
+		t.Fatalf("backup with an unreadable file: exit %d (want 1), stderr:\n%s", code, errs)
+	}
+	bs := e.backups()
+	if len(bs) != 1 {
+		t.Fatalf("%d backups, want the incomplete one", len(bs))
+	}
+	ls := e.ok("ls", bs[0].ID)
+	if !strings.Contains(ls, "open.txt") || strings.Contains(ls, "secret.txt") {
+		t.Fatalf("ls of the incomplete backup:\n%s", ls)
+	}
+	os.Chmod(secret, 0o644)
+	if _, errs, code := e.run("backup", src); code != 0 {
+		t.Fatalf("backup once readable: exit %d\n%s", code, errs)
+	}
 }
