@@ -43,7 +43,7 @@ func TestRepositoryLifecycle(t *testing.T) {
 	if _, err := s.CreateRepository(ctx, admin, apitypes.RepositoryCreate{Name: "m", URL: "/srv/r", S3AccessKey: "k", S3SecretKey: "s"}); core.KindOf(err) != core.KindInvalid {
 		t.Fatalf("S3 keys on a directory: %v", err)
 	}
-	if _, err := s.CreateRepository(ctx, admin, apitypes.RepositoryCreate{Name: "m", URL: "s3:http://127.0.0.1:9/b", S3AccessKey: "k"}); core.KindOf(err) != core.KindInvalid {
+	if _, err := s.CreateRepository(ctx, admin, apitypes.RepositoryCreate{Name: "m", URL: "s3:http://127.0.0.1:9/bkt", S3AccessKey: "k"}); core.KindOf(err) != core.KindInvalid {
 		t.Fatalf("half the S3 keys: %v", err)
 	}
 	task, err := s.CreateRepository(ctx, admin, apitypes.RepositoryCreate{Name: "main", URL: "/srv/main"})

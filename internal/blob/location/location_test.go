@@ -22,8 +22,8 @@ func TestParse(t *testing.T) {
 		{"./odd:name", location.Local, "./odd:name"},
 		{"file:///srv/repo", location.Local, "/srv/repo"},
 		{"mem:", location.Memory, ""},
-		{"s3:http://127.0.0.1:9000/b/p", location.S3, "s3:http://127.0.0.1:9000/b/p"},
-		{"s3:https://s3.example.com/b", location.S3, "s3:https://s3.example.com/b"},
+		{"s3:http://127.0.0.1:9000/bkt/p", location.S3, "s3:http://127.0.0.1:9000/bkt/p"},
+		{"s3:https://s3.example.com/bkt", location.S3, "s3:https://s3.example.com/bkt"},
 	} {
 		kind, rest, err := location.Parse(c.in)
 		if err != nil || kind != c.kind || rest != c.rest {

@@ -45,6 +45,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/cairn-backup/cairn/internal/blob"
 	"github.com/cairn-backup/cairn/internal/core"
@@ -136,6 +137,9 @@ func ParseLocation(loc string) (Config, error) {
 	bucket, prefix, _ := strings.Cut(p, "/")
 	if bucket == "" {
 		return Config{}, core.Invalid("S3 location %q: no bucket (want s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX])", loc)
+	}
+	if err := s3utils.CheckValidBucketName(bucket); err != nil {
+		return Config{}, core.Invalid("S3 location %q: bucket %q: %v", loc, bucket, err)
 	}
 	if prefix != "" {
 		if err := blob.ValidName(prefix); err != nil {

@@ -288,10 +288,10 @@ func TestParseLocation(t *testing.T) {
 		want s3.Config
 	}{
 		{"s3:http://127.0.0.1:9000/bucket", s3.Config{Endpoint: "127.0.0.1:9000", Bucket: "bucket"}},
-		{"s3:https://s3.example.com/b/some/prefix", s3.Config{Endpoint: "s3.example.com", Secure: true, Bucket: "b", Prefix: "some/prefix"}},
-		{"s3:https://s3.example.com/b/p/", s3.Config{Endpoint: "s3.example.com", Secure: true, Bucket: "b", Prefix: "p"}},
-		{"s3:s3.amazonaws.com/b", s3.Config{Endpoint: "s3.amazonaws.com", Secure: true, Bucket: "b"}},
-		{"s3:http://[::1]:9000/b/x", s3.Config{Endpoint: "[::1]:9000", Bucket: "b", Prefix: "x"}},
+		{"s3:https://s3.example.com/bkt/some/prefix", s3.Config{Endpoint: "s3.example.com", Secure: true, Bucket: "bkt", Prefix: "some/prefix"}},
+		{"s3:https://s3.example.com/bkt/p/", s3.Config{Endpoint: "s3.example.com", Secure: true, Bucket: "bkt", Prefix: "p"}},
+		{"s3:s3.amazonaws.com/my.backups-1", s3.Config{Endpoint: "s3.amazonaws.com", Secure: true, Bucket: "my.backups-1"}},
+		{"s3:http://[::1]:9000/bkt/x", s3.Config{Endpoint: "[::1]:9000", Bucket: "bkt", Prefix: "x"}},
 	} {
 		got, err := s3.ParseLocation(c.in)
 		if err != nil || got != c.want {
@@ -301,8 +301,9 @@ func TestParseLocation(t *testing.T) {
 			t.Errorf("Location() = %q, want %q", got.Location(), c.in)
 		}
 	}
-	for _, bad := range []string{"s3:", "s3:http://host", "s3:http://host/", "s3:ftp://host/b", "s3:http://user:pw@host/b",
-		"s3:http://host/b/../x", "s3:http://host/b//x", "s3:http://host/b?x=1", "file:///x"} {
+	for _, bad := range []string{"s3:", "s3:http://host", "s3:http://host/", "s3:ftp://host/bkt", "s3:http://user:pw@host/bkt",
+		"s3:http://host/bkt/../x", "s3:http://host/bkt//x", "s3:http://host/bkt?x=1", "file:///x",
+		"s3:http://host/b", "s3:http://host/-bkt", "s3:http://host/bkt..x", "s3:http://host/" + strings.Repeat("b", 64)} {
 		if _, err := s3.ParseLocation(bad); core.KindOf(err) != core.KindInvalid {
 			t.Errorf("ParseLocation(%q) = %v; want kind Invalid", bad, err)
 		}
