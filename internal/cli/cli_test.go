@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -699,5 +700,54 @@ func TestRepoPasswordHint(t *testing.T) {
 	_, errOut, code = cairn(t, "repo", "backups", "--repo", "s3:http://127.0.0.1:1/bucket")
 	if code != 6 || !strings.Contains(errOut, "no S3 credentials") || strings.Contains(errOut, "Check the password") {
 		t.Errorf("no S3 credentials: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// A command stopped by a signal says so and exits 128 + the signal's number.
+func TestInterrupted(t *testing.T) {
+	root := &cobra.Command{Use: "cairn", SilenceErrors: true, SilenceUsage: true}
+	started := make(chan struct{})
+	root.AddCommand(&cobra.Command{Use: "wait", RunE: func(cmd *cobra.Command, _ []string) error {
+		close(started)
+		<-cmd.Context().Done()
+		return fmt.Errorf("waiting: %w", cmd.Context().Err())
+	}})
+	var errOut bytes.Buffer
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"wait"})
+	go func() {
+		<-started
+		syscall.Kill(os.Getpid(), syscall.SIGINT)
+	}()
+	if code := Main(root); code != 130 || errOut.String() != "cairn: interrupted by SIGINT\n" {
+		t.Fatalf("exit %d, stderr %q; want 130 and the interruption", code, errOut.String())
+	}
+}
+
+// Ctrl-C while waiting for a task stops the wait, not the task, and says so.
+func TestInterruptedWait(t *testing.T) {
+	f := newFakeAPI(t)
+	task := queued("t1", apitypes.OpVolumeCreate, "volume", vol1.ID, "")
+	f.on("POST /v1/volumes", 202, task)
+	polled := make(chan struct{}, 1)
+	f.mux.HandleFunc("GET /v1/tasks/t1", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case polled <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // a long poll that the client ends
+	})
+	go func() {
+		<-polled
+		syscall.Kill(os.Getpid(), syscall.SIGINT)
+	}()
+	_, errOut, code := cairnAt(t, f, "volume", "create", "web", "--size", "10G")
+	if code != 130 || errOut != "cairn: interrupted by SIGINT\ncairn: stopped waiting; task t1 goes on (follow it with: cairn task wait t1)\n" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, req := range f.got() {
+		if strings.Contains(req, "cancel") || strings.HasPrefix(req, "DELETE") {
+			t.Errorf("the interrupted wait touched the task: %s", req)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/internal/core"
 )
@@ -71,13 +72,37 @@ func ExitCode(err error) int {
 
 // Main runs root with a context cancelled by SIGINT or SIGTERM, prints an
 // error as "cairn: <message>" on root's stderr and returns the exit code.
+//
+// A command stopped by the signal exits 128 + its number (130 for SIGINT,
+// 143 for SIGTERM) with "cairn: interrupted by SIGINT"; a second signal
+// kills the process at once.
 func Main(root *cobra.Command) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs) // the next one takes its default action
+			cancel(interrupted{s.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
 	markRunErrors(root)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
+	}
+	var intr interrupted
+	if errors.As(context.Cause(ctx), &intr) { // whatever failed, failed because of it
+		fmt.Fprintf(root.ErrOrStderr(), "cairn: interrupted by %s\n", unix.SignalName(intr.sig))
+		var sw *stoppedWaiting
+		if errors.As(err, &sw) {
+			fmt.Fprintf(root.ErrOrStderr(), "cairn: %s\n", sw)
+		}
+		return 128 + int(intr.sig)
 	}
 	var r *runError
 	if errors.As(err, &r) {
@@ -91,6 +116,11 @@ func Main(root *cobra.Command) int {
 	printError(root.ErrOrStderr(), cmd, err)
 	return ExitCode(err)
 }
+
+// interrupted is the cause of the context of a command stopped by a signal.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + unix.SignalName(i.sig) }
 
 // markRunErrors wraps the bodies of every command so that Main can tell their
 // errors from cobra's.

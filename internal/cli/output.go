@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -127,11 +126,24 @@ func (a *app) wait(ctx context.Context, c *client.Client, task apitypes.Task) (a
 	bar := a.newProgress(task.Kind)
 	final, err := c.WaitTask(ctx, task.ID, bar.update)
 	bar.finish()
-	if errors.Is(err, context.Canceled) {
-		return final, fmt.Errorf("stopped waiting; task %s goes on (follow it with: cairn task wait %s)", task.ID, task.ID)
+	if err != nil && ctx.Err() != nil {
+		return final, &stoppedWaiting{id: task.ID, err: err}
 	}
 	return final, err
 }
+
+// stoppedWaiting is the error of a wait for a task cut short: the task goes
+// on in the server.
+type stoppedWaiting struct {
+	id  string
+	err error
+}
+
+func (s *stoppedWaiting) Error() string {
+	return fmt.Sprintf("stopped waiting; task %s goes on (follow it with: cairn task wait %s)", s.id, s.id)
+}
+
+func (s *stoppedWaiting) Unwrap() error { return s.err }
 
 // progress draws a task's progress: bytes done/total when the total is known,
 // a spinner otherwise. A nil *progress draws nothing.

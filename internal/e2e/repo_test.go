@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -796,5 +797,45 @@ func TestRepoBackupIncomplete(t *testing.T) {
 	os.Chmod(secret, 0o644)
 	if _, errs, code := e.run("backup", src); code != 0 {
 		t.Fatalf("backup once readable: exit %d\n%s", code, errs)
+	}
+}
+
+// Ctrl-C stops a restore: exit 130, "interrupted by SIGINT", and neither
+// the target nor the temporary file beside it is left.
+func TestRepoInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	e := newRepoEnv(t, filepath.Join(dir, "repo"))
+	e.ok("init")
+	img := filepath.Join(dir, "disk.raw")
+	randomFile(t, img, 256<<20)
+	e.ok("backup", "--image", img)
+	outDir := filepath.Join(dir, "out")
+	os.Mkdir(outDir, 0o755)
+	cmd := e.command("restore", "latest", "--to-file", filepath.Join(outDir, "disk.raw"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !started; time.Sleep(time.Millisecond) {
+		names, _ := filepath.Glob(filepath.Join(outDir, ".disk.raw.cairn-restore-*"))
+		started = len(names) > 0
+	}
+	if !started {
+		cmd.Wait()
+		t.Fatalf("the restore never began writing\n%s", stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || stderr.String() != "cairn: interrupted by SIGINT\n" {
+		t.Fatalf("restore after SIGINT: %v, stderr %q; want exit 130 and the interruption", err, stderr.String())
+	}
+	if names, _ := filepath.Glob(filepath.Join(outDir, "*")); len(names) != 0 {
+		t.Fatalf("an interrupted restore left %q", names)
+	}
+	if names, _ := filepath.Glob(filepath.Join(outDir, ".*")); len(names) != 0 {
+		t.Fatalf("an interrupted restore left %q", names)
 	}
 }
