@@ -3,9 +3,12 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +40,7 @@ type repoApp struct {
 	secretKey    string
 	region       string
 	connections  int
+	noLock       bool // --no-lock of the commands that only read
 }
 
 // repoCommand is `cairn repo`: the repository engine without a server, also
@@ -212,21 +216,47 @@ func (ra *repoApp) open(ctx context.Context, index bool) (*repo.Repository, erro
 }
 
 // locked opens the repository, takes a lock and runs body.
-func (ra *repoApp) locked(ctx context.Context, exclusive bool, command string, body func(r *repo.Repository) error) error {
+// lockMode is how a command locks the repository.
+type lockMode int
+
+const (
+	lockShared    lockMode = iota // it adds to the repository: backup, forget
+	lockExclusive                 // it removes from it: prune
+	lockReading                   // it only reads: shared, or no lock with --no-lock
+)
+
+func (ra *repoApp) locked(ctx context.Context, mode lockMode, command string, body func(r *repo.Repository) error) error {
 	r, err := ra.open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	lock, err := r.Lock(ctx, exclusive, command)
-	if err != nil {
-		return err
+	if mode != lockReading || !ra.noLock {
+		lock, err := r.Lock(ctx, mode == lockExclusive, command)
+		if err != nil {
+			if mode == lockReading && cannotWrite(err) {
+				return fmt.Errorf("%w\n%s only reads the repository: run it with --no-lock, while no prune runs", err, command)
+			}
+			return err
+		}
+		defer lock.Release()
 	}
-	defer lock.Release()
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
 	return body(r)
+}
+
+// cannotWrite reports whether err says that the repository cannot be
+// written with these credentials or on this file system.
+func cannotWrite(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission) || core.KindOf(err) == core.KindUnauthorized
+}
+
+// addNoLock adds --no-lock to a command that only reads.
+func (ra *repoApp) addNoLock(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&ra.noLock, "no-lock", false,
+		"do not lock the repository, to read it from a read-only disk or with read-only credentials (no prune may run meanwhile)")
 }
 
 func (ra *repoApp) initCommand() *cobra.Command {

@@ -89,7 +89,7 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 		if host == "" {
 			host, _ = os.Hostname()
 		}
-		return ra.locked(ctx, false, "backup", func(r *repo.Repository) error {
+		return ra.locked(ctx, lockShared, "backup", func(r *repo.Repository) error {
 			info := repo.BackupInfo{Host: host, Tags: tags}
 			backups, err := r.Backups(ctx)
 			if err != nil {
@@ -385,6 +385,7 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 	fl.StringVar(&target, "target", "", "restore files into this directory")
 	fl.StringArrayVar(&includes, "include", nil, "restore only this path of the backup, with everything below it (repeatable)")
 	fl.StringVar(&toFile, "to-file", "", "restore an image backup to this file: .qcow2 makes a qcow2 image, anything else raw (sparse); never a device")
+	ra.addNoLock(cmd)
 	fl.BoolVar(&overwrite, "overwrite", false, "replace existing files (and an existing --to-file, keeping its mode and owner)")
 	fl.BoolVar(&noOwners, "no-owners", false, "do not restore file owners (the default when not root)")
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
@@ -394,7 +395,7 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 		if toFile != "" && len(includes) > 0 {
 			return core.Invalid("--include goes with --target")
 		}
-		return ra.locked(ctx, false, "restore", func(r *repo.Repository) error {
+		return ra.locked(ctx, lockReading, "restore", func(r *repo.Repository) error {
 			m, err := resolveBackup(ctx, r, args[0], f.filter())
 			if err != nil {
 				return err

@@ -33,6 +33,7 @@ The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
 	f.add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to listen on (beyond loopback anyone who can reach it can read the backup)")
 	cmd.Flags().StringVar(&name, "name", "", "export name (default: the backup's id)")
+	ra.addNoLock(cmd)
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		return ra.withImage(ctx, "export", args[0], f.filter(), func(m *format.Manifest, ir *repo.ImageReader) error {
 			if name == "" {
@@ -69,7 +70,7 @@ The repository stays locked (shared) while it runs; Ctrl-C stops it.`,
 // withImage runs body with a reader of the image backup spec names, the
 // repository locked (shared) meanwhile.
 func (ra *repoApp) withImage(ctx context.Context, command, spec string, filter repo.Filter, body func(*format.Manifest, *repo.ImageReader) error) error {
-	return ra.locked(ctx, false, command, func(r *repo.Repository) error {
+	return ra.locked(ctx, lockReading, command, func(r *repo.Repository) error {
 		m, err := resolveBackup(ctx, r, spec, filter)
 		if err != nil {
 			return err

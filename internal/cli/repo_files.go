@@ -72,6 +72,7 @@ shows a directory instead. With several readable file systems, --partition picks
 			return nil
 		})
 	})
+	ra.addNoLock(cmd)
 	return cmd
 }
 

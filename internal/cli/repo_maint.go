@@ -23,6 +23,7 @@ func (ra *repoApp) verifyCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&readData, "read-data", "", "also re-read data: all packs, or a share such as 10%")
 	cmd.Flags().Lookup("read-data").NoOptDefVal = "100%"
+	ra.addNoLock(cmd)
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		opts := repo.VerifyOptions{}
 		pct, err := parseReadData(readData)
@@ -30,7 +31,7 @@ func (ra *repoApp) verifyCommand() *cobra.Command {
 			return err
 		}
 		opts.ReadDataPercent = pct
-		return ra.locked(ctx, false, "verify", func(r *repo.Repository) error {
+		return ra.locked(ctx, lockReading, "verify", func(r *repo.Repository) error {
 			for _, spec := range args {
 				m, err := resolveBackup(ctx, r, spec, repo.Filter{})
 				if err != nil {
@@ -146,7 +147,7 @@ func (ra *repoApp) forgetCommand() *cobra.Command {
 			return core.Invalid("nothing to forget: name backups or give --keep-* flags")
 		}
 		res := forgetResult{Keep: []apitypes.Backup{}, Remove: []apitypes.Backup{}, DryRun: dryRun}
-		err = ra.locked(ctx, false, "forget", func(r *repo.Repository) error {
+		err = ra.locked(ctx, lockShared, "forget", func(r *repo.Repository) error {
 			backups, err := r.Backups(ctx)
 			if err != nil {
 				return err
@@ -218,7 +219,7 @@ func (ra *repoApp) forgetCommand() *cobra.Command {
 
 func (ra *repoApp) prune(ctx context.Context, opts repo.PruneOptions) (*repo.PruneResult, error) {
 	var res *repo.PruneResult
-	err := ra.locked(ctx, true, "prune", func(r *repo.Repository) error {
+	err := ra.locked(ctx, lockExclusive, "prune", func(r *repo.Repository) error {
 		prog, finish := ra.repoProgress("prune")
 		opts.Progress = prog
 		var err error
@@ -261,8 +262,9 @@ func (ra *repoApp) pruneCommand() *cobra.Command {
 
 func (ra *repoApp) statsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "stats", Short: "Sizes: logical, stored, dedup ratio, and what each backup alone holds", Args: cobra.NoArgs}
+	ra.addNoLock(cmd)
 	cmd.RunE = ra.run(func(ctx context.Context, _ []string) error {
-		return ra.locked(ctx, false, "stats", func(r *repo.Repository) error {
+		return ra.locked(ctx, lockReading, "stats", func(r *repo.Repository) error {
 			st, err := r.Stats(ctx)
 			if err != nil {
 				return err

@@ -839,3 +839,64 @@ func TestRepoInterrupted(t *testing.T) {
 		t.Fatalf("an interrupted restore left %q", names)
 	}
 }
+
+// A repository that cannot be written (a read-only disk, read-only
+// credentials) is still restored from, verified and measured with
+// --no-lock; without it the lock's failure says so.
+func TestRepoReadOnly(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chmod(p, 0o700) })
+		os.RemoveAll(dir)
+	})
+	os.Chmod(dir, 0o755)
+	repoDir := filepath.Join(dir, "repo")
+	e := newRepoEnv(t, repoDir, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	e.ok("init")
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "f.txt"), []byte("kept safe\n"), 0o644)
+	e.ok("backup", src)
+
+	// Readable, not writable: for root, by running cairn as nobody.
+	if os.Geteuid() == 0 {
+		e.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+		e.bin = filepath.Join(dir, "cairn")
+		b, err := os.ReadFile(cairnBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(e.bin, b, 0o755)
+		for _, d := range []string{"cache", "out"} {
+			os.Mkdir(filepath.Join(dir, d), 0o777)
+			os.Chmod(filepath.Join(dir, d), 0o777) // past the umask
+		}
+	} else {
+		os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	}
+	filepath.Walk(repoDir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			if fi.IsDir() {
+				os.Chmod(p, 0o555)
+			} else {
+				os.Chmod(p, 0o444)
+			}
+		}
+		return nil
+	})
+	target := filepath.Join(dir, "out", "t")
+	e.fails(1, "restore only reads the repository: run it with --no-lock", "restore", "latest", "--target", target)
+	e.ok("restore", "latest", "--target", target, "--no-lock")
+	if !sameFile(t, filepath.Join(src, "f.txt"), filepath.Join(target, "src", "f.txt")) {
+		t.Fatal("restored file differs")
+	}
+	if out := e.ok("verify", "--read-data", "--no-lock"); !strings.Contains(out, "no problems found") {
+		t.Fatalf("verify --no-lock:\n%s", out)
+	}
+	e.ok("stats", "--no-lock")
+	e.fails(2, "unknown flag: --no-lock", "backup", src, "--no-lock")
+	e.fails(1, "saving lock", "backup", src)
+}
