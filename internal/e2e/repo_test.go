@@ -76,6 +76,41 @@ func (e *repoEnv) ok(args ...string) string {
 	return out
 }
 
+// asNobody makes the commands run as user nobody, from a copy of the binary
+// in dir (which nobody must be able to enter).
+func (e *repoEnv) asNobody(dir string) {
+	e.t.Helper()
+	e.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+	e.bin = filepath.Join(dir, "cairn")
+	b, err := os.ReadFile(cairnBin)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(e.bin, b, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// startUntil starts a command and returns once cond holds (checked every
+// millisecond, for up to 30 s; the test fails if it never does).
+func (e *repoEnv) startUntil(what string, cond func() bool, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	e.t.Helper()
+	cmd := e.command(args...)
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return cmd, stderr
+		}
+	}
+	cmd.Wait()
+	e.t.Fatalf("never true: %s\n%s", what, stderr.String())
+	return nil, nil
+}
+
 // fails runs a command that must exit with code, its stderr containing msg.
 func (e *repoEnv) fails(code int, msg string, args ...string) {
 	e.t.Helper()
@@ -695,20 +730,8 @@ func TestRepoBackupInUse(t *testing.T) {
 	if err := syscall.Stat(raw, &st); err != nil {
 		t.Fatal(err)
 	}
-	cmd := e.command("backup", "--image", raw)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	held := false
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !held; time.Sleep(time.Millisecond) {
-		held = holdsLock(t, st.Ino, 201)
-	}
-	if !held {
-		cmd.Wait()
-		t.Fatalf("the backup never held QEMU's locks on the image\n%s", stderr.String())
-	}
+	cmd, stderr := e.startUntil("the backup holds QEMU's locks on the image", func() bool { return holdsLock(t, st.Ino, 201) },
+		"backup", "--image", raw)
 	cmd.Process.Signal(syscall.SIGSTOP)
 	out, werr := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 0x62 0 4k", raw).CombinedOutput()
 	cmd.Process.Signal(syscall.SIGCONT)
@@ -770,15 +793,7 @@ func TestRepoBackupIncomplete(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// root reads everything: run cairn as nobody, in a tree it may use.
 		os.Chmod(dir, 0o777)
-		e.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
-		e.bin = filepath.Join(dir, "cairn")
-		b, err := os.ReadFile(cairnBin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(e.bin, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		e.asNobody(dir)
 	}
 	e.ok("init")
 	_, errs, code := e.run("backup", src)
@@ -811,21 +826,10 @@ func TestRepoInterrupted(t *testing.T) {
 	e.ok("backup", "--image", img)
 	outDir := filepath.Join(dir, "out")
 	os.Mkdir(outDir, 0o755)
-	cmd := e.command("restore", "latest", "--to-file", filepath.Join(outDir, "disk.raw"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	started := false
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !started; time.Sleep(time.Millisecond) {
+	cmd, stderr := e.startUntil("the restore writes its temporary file", func() bool {
 		names, _ := filepath.Glob(filepath.Join(outDir, ".disk.raw.cairn-restore-*"))
-		started = len(names) > 0
-	}
-	if !started {
-		cmd.Wait()
-		t.Fatalf("the restore never began writing\n%s", stderr.String())
-	}
+		return len(names) > 0
+	}, "restore", "latest", "--to-file", filepath.Join(outDir, "disk.raw"))
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -863,13 +867,7 @@ func TestRepoReadOnly(t *testing.T) {
 
 	// Readable, not writable: for root, by running cairn as nobody.
 	if os.Geteuid() == 0 {
-		e.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
-		e.bin = filepath.Join(dir, "cairn")
-		b, err := os.ReadFile(cairnBin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(e.bin, b, 0o755)
+		e.asNobody(dir)
 		for _, d := range []string{"cache", "out"} {
 			os.Mkdir(filepath.Join(dir, d), 0o777)
 			os.Chmod(filepath.Join(dir, d), 0o777) // past the umask
