@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -109,6 +110,23 @@ func (ra *repoApp) where() (string, error) {
 		return "", core.Invalid("no repository given: use --repo or " + EnvRepo)
 	}
 	return loc, nil
+}
+
+// localRoot returns the absolute directory of a local repository, or "".
+func (ra *repoApp) localRoot() string {
+	loc, err := ra.where()
+	if err != nil {
+		return ""
+	}
+	kind, dir, err := location.Parse(loc)
+	if err != nil || kind != location.Local {
+		return ""
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // openStore opens the blob store of the repository location.

@@ -112,7 +112,20 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 			if image != "" {
 				m, err = ra.backupImage(ctx, r, image, snapshot, forceShare, info)
 			} else {
-				m, err = ra.backupFiles(ctx, r, args, info, filebackup.BackupOptions{Excludes: excludes, OneFileSystem: oneFS})
+				opts := filebackup.BackupOptions{Excludes: excludes, OneFileSystem: oneFS}
+				if dir := ra.localRoot(); dir != "" {
+					// Never the repository into itself.
+					opts.SkipDirs = []string{dir}
+					for _, p := range paths {
+						if sameFile(p, dir) {
+							return core.Invalid("backup path %s is the repository: a repository is not backed up into itself", p)
+						}
+					}
+					if within(dir, paths) {
+						fmt.Fprintf(ra.stderr, "cairn: note: the repository %s is left out of the backup\n", dir)
+					}
+				}
+				m, err = ra.backupFiles(ctx, r, args, info, opts)
 			}
 			if err != nil {
 				return err
@@ -132,6 +145,23 @@ func (ra *repoApp) backupCommand() *cobra.Command {
 		})
 	})
 	return cmd
+}
+
+// sameFile reports whether paths a and b name the same existing file.
+func sameFile(a, b string) bool {
+	x, err1 := os.Stat(a)
+	y, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(x, y)
+}
+
+// within reports whether dir is one of the absolute paths or below one.
+func within(dir string, paths []string) bool {
+	for _, p := range paths {
+		if dir == p || strings.HasPrefix(dir, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func absAll(paths []string) []string {

@@ -898,3 +898,25 @@ func TestRepoReadOnly(t *testing.T) {
 	e.fails(2, "unknown flag: --no-lock", "backup", src, "--no-lock")
 	e.fails(1, "saving lock", "backup", src)
 }
+
+// A local repository inside the backed-up tree is left out of it, with a
+// note; backing up the repository itself is refused.
+func TestRepoNotIntoItself(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "srv")
+	os.MkdirAll(filepath.Join(tree, "www"), 0o755)
+	os.WriteFile(filepath.Join(tree, "www", "index.html"), []byte("<p>hi</p>\n"), 0o644)
+	e := newRepoEnv(t, filepath.Join(tree, "backup-repo"))
+	e.ok("init")
+	_, errs, code := e.run("backup", tree)
+	if code != 0 || !strings.Contains(errs, "cairn: note: the repository "+filepath.Join(tree, "backup-repo")+" is left out of the backup") {
+		t.Fatalf("backup of the tree holding the repository: exit %d\n%s", code, errs)
+	}
+	if ls := e.ok("ls", "latest"); strings.Contains(ls, "backup-repo") || !strings.Contains(ls, "srv/www/index.html") {
+		t.Fatalf("ls:\n%s", ls)
+	}
+	e.fails(2, "is the repository: a repository is not backed up into itself", "backup", filepath.Join(tree, "backup-repo"))
+	if bs := e.backups(); len(bs) != 1 {
+		t.Fatalf("%d backups, want 1", len(bs))
+	}
+}

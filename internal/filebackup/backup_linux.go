@@ -54,10 +54,26 @@ func Backup(ctx context.Context, repo Repository, paths []string, opts BackupOpt
 		}
 	}
 
+	skip := map[devIno]string{}
+	for _, d := range opts.SkipDirs {
+		var st unix.Stat_t
+		if err := unix.Stat(d, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			skip[devIno{st.Dev, st.Ino}] = d
+		}
+	}
+	for _, r := range roots {
+		var st unix.Stat_t
+		if err := unix.Stat(r.path, &st); err == nil {
+			if d, ok := skip[devIno{st.Dev, st.Ino}]; ok {
+				return format.ID{}, Stats{}, core.Invalid("backup path %q is %s, a directory left out of backups", r.arg, d)
+			}
+		}
+	}
+
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a := &archiver{
-		ctx: actx, cancel: cancel, repo: repo, opts: opts, cdc: cdc,
+		ctx: actx, cancel: cancel, repo: repo, opts: opts, cdc: cdc, skip: skip,
 		jobs:   make(chan *fileJob, 4*workers),
 		saves:  make(chan *saveReq, workers),
 		links:  make(map[devIno]*linkGroup),
@@ -204,6 +220,8 @@ type archiver struct {
 
 	linksMu sync.Mutex
 	links   map[devIno]*linkGroup // multi-link inodes being or already read
+
+	skip map[devIno]string // SkipDirs
 
 	// Used by the walking goroutine only.
 	seen          map[devIno]struct{} // multi-link inodes seen
@@ -477,6 +495,9 @@ func (a *archiver) entry(d *dirState, dirfd int, name, path string, prev *Node, 
 		n.Type = TypeFile
 		return a.file(d, dirfd, n, path, prev, &st)
 	case unix.S_IFDIR:
+		if _, ok := a.skip[devIno{st.Dev, st.Ino}]; ok && !isRoot {
+			return nil
+		}
 		n.Type = TypeDir
 		return a.dir(d, dirfd, n, path, prev, rootDev)
 	case unix.S_IFLNK:

@@ -341,6 +341,52 @@ func TestBackupExcludesAndOneFileSystem(t *testing.T) {
 	}
 }
 
+// TestBackupSkipDirs: a directory in SkipDirs is left out wherever the walk
+// meets it, named by any path; given as a path to back up, it is refused.
+func TestBackupSkipDirs(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	writeFile(t, filepath.Join(src, "keep.txt"), []byte("k"), 0o644)
+	writeFile(t, filepath.Join(src, "repo/config"), []byte("r"), 0o600)
+	writeFile(t, filepath.Join(src, "sub/repo2/data"), []byte("d"), 0o600)
+	must(t, os.Symlink(filepath.Join(src, "repo"), filepath.Join(dir, "link")))
+
+	repo := newMemRepo()
+	ctx := context.Background()
+	list := func(opts BackupOptions) []string {
+		root, st, err := Backup(ctx, repo, []string{src}, opts)
+		must(t, err)
+		if st.Errors != 0 || st.Warnings != 0 {
+			t.Errorf("skipping counts as a problem: %d errors, %d warnings", st.Errors, st.Warnings)
+		}
+		var got []string
+		must(t, Walk(ctx, repo, root, func(p string, n *Node) error {
+			got = append(got, p)
+			return nil
+		}))
+		return got
+	}
+	all := []string{"src", "src/keep.txt", "src/repo", "src/repo/config", "src/sub", "src/sub/repo2", "src/sub/repo2/data"}
+	for _, tc := range []struct {
+		skip []string
+		want []string
+	}{
+		{nil, all},
+		{[]string{filepath.Join(src, "repo")}, []string{"src", "src/keep.txt", "src/sub", "src/sub/repo2", "src/sub/repo2/data"}},
+		{[]string{filepath.Join(dir, "link"), filepath.Join(src, "sub/repo2"), filepath.Join(dir, "missing")},
+			[]string{"src", "src/keep.txt", "src/sub"}},
+		{[]string{filepath.Join(src, "keep.txt")}, all}, // a file is no directory to skip
+	} {
+		if got := list(BackupOptions{SkipDirs: tc.skip}); !slices.Equal(got, tc.want) {
+			t.Errorf("skip %q: %q, want %q", tc.skip, got, tc.want)
+		}
+	}
+	_, _, err := Backup(ctx, repo, []string{filepath.Join(src, "repo")}, BackupOptions{SkipDirs: []string{filepath.Join(dir, "link")}})
+	if !isKind(err, core.KindInvalid) || !strings.Contains(err.Error(), "left out of backups") {
+		t.Errorf("backing up a skipped directory: %v", err)
+	}
+}
+
 // TestBackupVanishingAndGrowingFiles: a file that disappears before it is
 // read is an error in Stats (with its path) and left out; a file that grows
 // is stored as read with a warning; the backup itself succeeds.

@@ -96,7 +96,9 @@
 // opened relative to their directory with O_NOFOLLOW; files are read with
 // O_NOATIME when permitted. Excludes (filepath.Match on base names) skip an
 // entry with everything below it; OneFileSystem stores a directory on
-// another file system (a mount point) as an empty directory.
+// another file system (a mount point) as an empty directory; SkipDirs (the
+// repository, when it is local) are left out wherever the walk meets them,
+// matched by device and inode.
 //
 // With opts.Parent (the root tree of an earlier backup of the same paths),
 // a file whose size, mtime, ctime, inode and device equal those of the

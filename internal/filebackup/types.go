@@ -44,6 +44,11 @@ type BackupOptions struct {
 	// OneFileSystem keeps the walk on the file system of each given path: a
 	// directory on another file system (a mount point) is stored, empty.
 	OneFileSystem bool
+	// SkipDirs are directories left out wherever the walk meets them
+	// (matched by device and inode, so also through another path): the
+	// repository being written, for one. A missing one is ignored; a given
+	// path that is one of them is an error.
+	SkipDirs []string
 }
 
 // RestoreOptions tune Restore.
