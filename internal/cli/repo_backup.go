@@ -181,6 +181,10 @@ func absAll(paths []string) []string {
 // is refused, and no process may open it for writing until done is called:
 // QEMU's own locks, the way qemu-img reads an image.
 func openImage(path, snapshot string, forceShare bool) (_ repo.ImageSource, _ func(), err error) {
+	// Checked before opening: opening a named pipe would wait for a writer.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return repo.ImageSource{}, nil, core.Invalid("%s is %s: --image reads disk image files (raw or qcow2)", path, describeType(fi.Mode()))
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -204,7 +208,7 @@ func openImage(path, snapshot string, forceShare bool) (_ repo.ImageSource, _ fu
 		return repo.ImageSource{}, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return repo.ImageSource{}, nil, core.Invalid("%s is not a regular file", path)
+		return repo.ImageSource{}, nil, core.Invalid("%s is %s: --image reads disk image files (raw or qcow2)", path, describeType(fi.Mode()))
 	}
 	if !forceShare {
 		if err := qemu.LockImageForReading(f); err != nil {

@@ -200,6 +200,14 @@ func TestRepoCLI(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "out.vmdk")); err == nil {
 		t.Fatal("a refused restore left a file")
 	}
+	// --image takes image files only; a named pipe is refused, not opened
+	// (which would wait for a writer).
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.fails(2, "pipe is a fifo: --image reads disk image files", "backup", "--image", fifo)
+	e.fails(2, "is a directory: --image reads disk image files", "backup", "--image", dir)
 	outq := filepath.Join(dir, "out.qcow2")
 	e.ok("restore", "latest", "--tag", "volume=qc", "--to-file", outq)
 	runTool(t, "qemu-img", "compare", "-q", qc, outq)
