@@ -290,6 +290,18 @@ func TestImportWithProgressAndCancel(t *testing.T) {
 		t.Fatal("a canceled import left its file")
 	}
 
+	// Not an image: refused before qemu-img (which would wait on the pipe).
+	fifo := filepath.Join(n.data, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for src, what := range map[string]string{fifo: "is a fifo", n.data: "is a directory", "/dev/null": "is a character device"} {
+		res = n.do(apitypes.Plan{Op: apitypes.OpVolumeImport, VolumeID: newID(), Source: src})
+		if res.ErrorCode != "invalid" || !strings.Contains(res.Error, what+", not a disk image file or a block device") {
+			t.Fatalf("import of %s: %+v", src, res)
+		}
+	}
+
 	// A source that does not exist: qemu-img's message reaches the server.
 	res = n.do(apitypes.Plan{Op: apitypes.OpVolumeImport, VolumeID: newID(), Source: filepath.Join(n.data, "nope.img")})
 	if res.ErrorCode != "node_error" || !strings.Contains(res.Error, "qemu-img") || !strings.Contains(res.Error, "No such file") {

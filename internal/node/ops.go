@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/fsimage"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 )
@@ -318,6 +319,11 @@ func (t *task) volumeImport(ctx context.Context) error {
 	// and other pseudo-protocols, which are not what the API offers.
 	if !filepath.IsAbs(p.Source) {
 		return core.Invalid("import source %q is not an absolute path on the node's host", p.Source)
+	}
+	// An image file or a block device; anything else is refused here, a
+	// named pipe above all, which qemu-img would wait on for a writer.
+	if fi, err := os.Stat(p.Source); err == nil && !fi.Mode().IsRegular() && (fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0) {
+		return core.Invalid("import source %s is %s, not a disk image file or a block device", p.Source, fsimage.Describe(fi.Mode()))
 	}
 	failpoint(p.Op, "before-disk")
 	// A file at the new volume's path is a partial import of an earlier
