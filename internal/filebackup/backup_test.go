@@ -318,15 +318,8 @@ func TestBackupExcludesAndOneFileSystem(t *testing.T) {
 	writeFile(t, filepath.Join(mnt, "other-fs"), []byte("o"), 0o644)
 
 	repo := newMemRepo()
-	ctx := context.Background()
 	list := func(opts BackupOptions) []string {
-		root, _, err := Backup(ctx, repo, []string{src}, opts)
-		must(t, err)
-		var got []string
-		must(t, Walk(ctx, repo, root, func(p string, n *Node) error {
-			got = append(got, p)
-			return nil
-		}))
+		got, _ := backupPaths(t, repo, src, opts)
 		return got
 	}
 	got := list(BackupOptions{Excludes: []string{"*.tmp", "cache"}})
@@ -354,16 +347,10 @@ func TestBackupSkipDirs(t *testing.T) {
 	repo := newMemRepo()
 	ctx := context.Background()
 	list := func(opts BackupOptions) []string {
-		root, st, err := Backup(ctx, repo, []string{src}, opts)
-		must(t, err)
+		got, st := backupPaths(t, repo, src, opts)
 		if st.Errors != 0 || st.Warnings != 0 {
 			t.Errorf("skipping counts as a problem: %d errors, %d warnings", st.Errors, st.Warnings)
 		}
-		var got []string
-		must(t, Walk(ctx, repo, root, func(p string, n *Node) error {
-			got = append(got, p)
-			return nil
-		}))
 		return got
 	}
 	all := []string{"src", "src/keep.txt", "src/repo", "src/repo/config", "src/sub", "src/sub/repo2", "src/sub/repo2/data"}

@@ -289,3 +289,18 @@ func kindOf(err error) core.Kind { return core.KindOf(err) }
 func isKind(err error, k core.Kind) bool { return err != nil && kindOf(err) == k }
 
 var errStop = errors.New("stop")
+
+// backupPaths backs up src and returns the paths the backup holds, in walk
+// order, and its stats.
+func backupPaths(t *testing.T, repo *memRepo, src string, opts BackupOptions) ([]string, Stats) {
+	t.Helper()
+	ctx := context.Background()
+	root, st, err := Backup(ctx, repo, []string{src}, opts)
+	must(t, err)
+	var got []string
+	must(t, Walk(ctx, repo, root, func(p string, n *Node) error {
+		got = append(got, p)
+		return nil
+	}))
+	return got, st
+}
