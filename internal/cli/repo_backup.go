@@ -19,7 +19,6 @@ import (
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/filebackup"
-	"github.com/cairn-backup/cairn/internal/fsimage"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/repo"
@@ -602,7 +601,7 @@ func describeType(m fs.FileMode) string {
 	if m&fs.ModeSymlink != 0 {
 		return "a symbolic link to nothing"
 	}
-	return fsimage.Describe(m)
+	return core.DescribeMode(m)
 }
 
 // diskFull rewords a no-space error so that it says so plainly.

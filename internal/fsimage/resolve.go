@@ -93,22 +93,4 @@ func splitPath(p string) []string {
 
 // Describe names the type of a file for messages: "a regular file", "a
 // symbolic link"...
-func Describe(m fs.FileMode) string {
-	switch m.Type() {
-	case 0:
-		return "a regular file"
-	case fs.ModeDir:
-		return "a directory"
-	case fs.ModeSymlink:
-		return "a symbolic link"
-	case fs.ModeNamedPipe:
-		return "a fifo"
-	case fs.ModeSocket:
-		return "a socket"
-	case fs.ModeDevice:
-		return "a block device"
-	case fs.ModeDevice | fs.ModeCharDevice:
-		return "a character device"
-	}
-	return "a special file"
-}
+func Describe(m fs.FileMode) string { return core.DescribeMode(m) }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/apitypes"
 	"github.com/cairn-backup/cairn/internal/core"
-	"github.com/cairn-backup/cairn/internal/fsimage"
 	"github.com/cairn-backup/cairn/internal/qcow2"
 	"github.com/cairn-backup/cairn/internal/qemu"
 )
@@ -323,7 +322,7 @@ func (t *task) volumeImport(ctx context.Context) error {
 	// An image file or a block device; anything else is refused here, a
 	// named pipe above all, which qemu-img would wait on for a writer.
 	if fi, err := os.Stat(p.Source); err == nil && !fi.Mode().IsRegular() && (fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0) {
-		return core.Invalid("import source %s is %s, not a disk image file or a block device", p.Source, fsimage.Describe(fi.Mode()))
+		return core.Invalid("import source %s is %s, not a disk image file or a block device", p.Source, core.DescribeMode(fi.Mode()))
 	}
 	failpoint(p.Op, "before-disk")
 	// A file at the new volume's path is a partial import of an earlier
