@@ -339,9 +339,9 @@ func TestBackupExcludesAndOneFileSystem(t *testing.T) {
 func TestBackupSkipDirs(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
-	writeFile(t, filepath.Join(src, "keep.txt"), []byte("k"), 0o644)
-	writeFile(t, filepath.Join(src, "repo/config"), []byte("r"), 0o600)
-	writeFile(t, filepath.Join(src, "sub/repo2/data"), []byte("d"), 0o600)
+	for _, name := range []string{"keep.txt", "repo/config", "sub/repo2/data"} {
+		writeFile(t, filepath.Join(src, name), []byte(name), 0o600)
+	}
 	must(t, os.Symlink(filepath.Join(src, "repo"), filepath.Join(dir, "link")))
 
 	repo := newMemRepo()
