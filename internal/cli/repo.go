@@ -233,7 +233,6 @@ func (ra *repoApp) open(ctx context.Context, index bool) (*repo.Repository, erro
 	return r, nil
 }
 
-// locked opens the repository, takes a lock and runs body.
 // lockMode is how a command locks the repository.
 type lockMode int
 
@@ -243,6 +242,7 @@ const (
 	lockReading                   // it only reads: shared, or no lock with --no-lock
 )
 
+// locked opens the repository, locks it as mode says and runs body.
 func (ra *repoApp) locked(ctx context.Context, mode lockMode, command string, body func(r *repo.Repository) error) error {
 	r, err := ra.open(ctx, false)
 	if err != nil {

@@ -277,24 +277,19 @@ func (ra *repoApp) backupFiles(ctx context.Context, r *repo.Repository, paths []
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range res.Stats.ErrorSamples {
-		fmt.Fprintf(ra.stderr, "cairn: warning: not backed up: %s\n", s)
-	}
-	if n := res.Stats.Errors - int64(len(res.Stats.ErrorSamples)); n > 0 {
-		fmt.Fprintf(ra.stderr, "cairn: warning: and %d more not backed up\n", n)
-	}
+	ra.samples("warning: not backed up", res.Stats.ErrorSamples, res.Stats.Errors)
 	ra.samples("warning", res.Stats.WarningSamples, res.Stats.Warnings)
 	return res.Manifest, nil
 }
 
-// samples prints the messages kept of total (warnings or errors), and how
-// many more there were.
-func (ra *repoApp) samples(what string, msgs []string, total int64) {
+// samples prints the messages kept of total (warnings or errors), each
+// after "cairn: LABEL: ", and how many more there were.
+func (ra *repoApp) samples(label string, msgs []string, total int64) {
 	for _, s := range msgs {
-		fmt.Fprintf(ra.stderr, "cairn: %s: %s\n", what, s)
+		fmt.Fprintf(ra.stderr, "cairn: %s: %s\n", label, s)
 	}
 	if n := total - int64(len(msgs)); n > 0 {
-		fmt.Fprintf(ra.stderr, "cairn: %s: and %s more\n", what, plural(n, what, what+"s"))
+		fmt.Fprintf(ra.stderr, "cairn: %s: and %d more\n", label, n)
 	}
 }
 

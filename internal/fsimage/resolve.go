@@ -72,7 +72,7 @@ func Resolve(fsys FS, p string, followLast bool) (string, error) {
 			}
 			todo = append(splitPath(target), todo...)
 		case !last && !fi.Mode.IsDir():
-			return "", NotDir(fsys.Type(), next, Describe(fi.Mode))
+			return "", NotDir(fsys.Type(), next, core.DescribeMode(fi.Mode))
 		default:
 			resolved = next
 		}
@@ -90,7 +90,3 @@ func splitPath(p string) []string {
 	}
 	return out
 }
-
-// Describe names the type of a file for messages: "a regular file", "a
-// symbolic link"...
-func Describe(m fs.FileMode) string { return core.DescribeMode(m) }

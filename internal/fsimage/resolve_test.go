@@ -29,7 +29,7 @@ func (m memFS) Lstat(p string) (FileInfo, error) {
 			return FileInfo{}, err
 		}
 		if !fi.Mode.IsDir() {
-			return FileInfo{}, NotDir("mem", dir, Describe(fi.Mode))
+			return FileInfo{}, NotDir("mem", dir, core.DescribeMode(fi.Mode))
 		}
 	}
 	if _, ok := m[p+"/"]; ok {

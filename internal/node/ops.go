@@ -321,7 +321,7 @@ func (t *task) volumeImport(ctx context.Context) error {
 	}
 	// An image file or a block device; anything else is refused here, a
 	// named pipe above all, which qemu-img would wait on for a writer.
-	if fi, err := os.Stat(p.Source); err == nil && !fi.Mode().IsRegular() && (fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0) {
+	if fi, err := os.Stat(p.Source); err == nil && fi.Mode().Type() != 0 && fi.Mode().Type() != os.ModeDevice {
 		return core.Invalid("import source %s is %s, not a disk image file or a block device", p.Source, core.DescribeMode(fi.Mode()))
 	}
 	failpoint(p.Op, "before-disk")

@@ -29,7 +29,7 @@ func (f *FS) lookup(p string) (*inode, string, error) {
 	done := ""
 	for _, comp := range strings.Split(p[1:], "/") {
 		if !in.isDir() {
-			return nil, p, fsimage.NotDir("ext4", done, fsimage.Describe(in.fileMode()))
+			return nil, p, fsimage.NotDir("ext4", done, core.DescribeMode(in.fileMode()))
 		}
 		l, err := f.readDir(in)
 		if err != nil {
@@ -67,7 +67,7 @@ func (f *FS) ReadDir(p string) ([]fsimage.FileInfo, error) {
 		return nil, err
 	}
 	if !in.isDir() {
-		return nil, fsimage.NotDir("ext4", clean, fsimage.Describe(in.fileMode()))
+		return nil, fsimage.NotDir("ext4", clean, core.DescribeMode(in.fileMode()))
 	}
 	l, err := f.readDir(in)
 	if err != nil {
@@ -91,7 +91,7 @@ func (f *FS) Readlink(p string) (string, error) {
 		return "", err
 	}
 	if !in.isSymlink() {
-		return "", core.Invalid("ext4: %s is %s, not a symbolic link", clean, fsimage.Describe(in.fileMode()))
+		return "", core.Invalid("ext4: %s is %s, not a symbolic link", clean, core.DescribeMode(in.fileMode()))
 	}
 	return f.readlink(in)
 }
@@ -134,7 +134,7 @@ func (f *FS) Open(p string) (fsimage.File, error) {
 		return nil, err
 	}
 	if !in.isRegular() {
-		return nil, core.Invalid("ext4: %s is %s, not a regular file", clean, fsimage.Describe(in.fileMode()))
+		return nil, core.Invalid("ext4: %s is %s, not a regular file", clean, core.DescribeMode(in.fileMode()))
 	}
 	c, err := f.openContent(in)
 	if err != nil {

@@ -301,7 +301,7 @@ func (c *copier) copyEntry(src, dest string, fi fsimage.FileInfo) {
 		err = c.copySpecial(dest, fi)
 	default:
 		c.stats.Skipped++
-		c.warn(dest, "%s not copied", fsimage.Describe(fi.Mode))
+		c.warn(dest, "%s not copied", core.DescribeMode(fi.Mode))
 		return
 	}
 	if err != nil {

@@ -61,25 +61,5 @@ func notFound(path string) *core.Error {
 // given to ReadDir, a directory given to Open ...).
 func wrongType(path, want string, mode fs.FileMode) *core.Error {
 	return &core.Error{Kind: core.KindInvalid, Code: "wrong_type",
-		Message: fmt.Sprintf("xfs %s: not %s (%s)", path, want, typeName(mode)), Err: fs.ErrInvalid}
-}
-
-func typeName(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m.IsRegular():
-		return "a regular file"
-	case m&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	}
-	return "of unknown type"
+		Message: fmt.Sprintf("xfs %s: not %s (%s)", path, want, core.DescribeMode(mode)), Err: fs.ErrInvalid}
 }
