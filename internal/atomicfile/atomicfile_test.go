@@ -1,10 +1,13 @@
 package atomicfile
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cairn-backup/cairn/internal/testenv"
 )
 
 func TestWriteReplacesWithMode(t *testing.T) {
@@ -123,5 +126,33 @@ func TestWriteBehindKeepsFlushErrors(t *testing.T) {
 	<-flushed // the background flush the write started
 	if err := w.Sync(); err == nil || err.Error() != "write-out failed" {
 		t.Fatalf("Sync after a failed background flush: %v", err)
+	}
+}
+
+// The write-behind's flushes drop what they wrote from the page cache: after
+// Sync nothing of the file is left there, and its bytes read back whole.
+func TestWriteBehindLeavesNothingCached(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "image")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := NewWriteBehind(f, 1<<20)
+	chunk := bytes.Repeat([]byte{0xa5}, 128<<10)
+	for off := int64(0); off < 8<<20; off += int64(len(chunk)) {
+		if _, err := w.WriteAt(chunk, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if cached, pages := testenv.CachedPages(t, p); pages != 2048 || cached > pages/10 {
+		t.Errorf("%d of %d pages still cached after Sync", cached, pages)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || len(got) != 8<<20 || !bytes.Equal(got[len(got)-len(chunk):], chunk) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
 	}
 }

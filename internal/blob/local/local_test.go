@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/blob/blobtest"
 	"github.com/cairn-backup/cairn/internal/blob/local"
 	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/testenv"
 )
 
 func open(t *testing.T, dir string) *local.Store {
@@ -170,4 +171,30 @@ func BenchmarkSaveLoad32MiB(b *testing.B) {
 		b.Fatal(err)
 	}
 	blobtest.BenchmarkSaveLoad(b, s, 32<<20)
+}
+
+// A large object leaves the page cache once it is on disk; a small one
+// (an index object, a manifest) stays for the reads that follow.
+func TestSaveDropsLargeObjectsFromCache(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	s := open(t, dir)
+	ctx := context.Background()
+	large := bytes.Repeat([]byte("pack "), 1<<20) // 5 MiB
+	small := bytes.Repeat([]byte("index "), 1000)
+	if err := blob.SaveBytes(ctx, s, "data/aa/large", large); err != nil {
+		t.Fatal(err)
+	}
+	if err := blob.SaveBytes(ctx, s, "index/small", small); err != nil {
+		t.Fatal(err)
+	}
+	if cached, pages := testenv.CachedPages(t, filepath.Join(dir, "data", "aa", "large")); pages == 0 || cached > pages/10 {
+		t.Errorf("large object: %d of %d pages still cached after Save", cached, pages)
+	}
+	if cached, pages := testenv.CachedPages(t, filepath.Join(dir, "index", "small")); cached != pages {
+		t.Errorf("small object: %d of %d pages cached after Save, want all", cached, pages)
+	}
+	got, err := blob.LoadAll(ctx, s, "data/aa/large")
+	if err != nil || !bytes.Equal(got, large) {
+		t.Fatalf("the large object read back: %d bytes, %v", len(got), err)
+	}
 }
