@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -270,5 +271,22 @@ func TestVectorsV1(t *testing.T) {
 	id := master.ChunkID([]byte(vectorChunkInput))
 	if got := hex.EncodeToString(id[:]); got != vectorChunkIDHex {
 		t.Fatalf("vector chunk id %s, want %s", got, vectorChunkIDHex)
+	}
+}
+
+// The KDF's 64 MiB are collected before Unlock returns, so that the
+// backup's buffers that follow reuse them instead of fresh pages.
+func TestUnlockLeavesNoKDFGarbage(t *testing.T) {
+	kf, err := NewKeyFile(NewMasterKey(), []byte("pw"), DefaultKDFParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kf.Unlock([]byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if kdf := uint64(DefaultKDFParams().MemoryKiB) << 10; ms.HeapAlloc >= kdf/2 {
+		t.Fatalf("heap after Unlock: %d MiB allocated, the KDF used %d MiB", ms.HeapAlloc>>20, kdf>>20)
 	}
 }
