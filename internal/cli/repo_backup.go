@@ -23,6 +23,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/qemu"
 	"github.com/cairn-backup/cairn/internal/repo"
 	"github.com/cairn-backup/cairn/internal/repo/format"
+	"github.com/cairn-backup/cairn/internal/uncached"
 )
 
 // filterFlags are the flags that select backups.
@@ -251,7 +252,8 @@ func openImage(path, snapshot string, forceShare bool) (_ repo.ImageSource, _ fu
 	if err != nil {
 		return repo.ImageSource{}, nil, err
 	}
-	return repo.ImageSource{R: f, Size: fi.Size(), Extents: ext, Format: "raw", Path: abs}, closeAll, nil
+	// Read without filling the page cache: see package uncached.
+	return repo.ImageSource{R: uncached.New(f), Size: fi.Size(), Extents: ext, Format: "raw", Path: abs}, closeAll, nil
 }
 
 func (ra *repoApp) backupImage(ctx context.Context, r *repo.Repository, path, snapshot string, forceShare bool, info repo.BackupInfo) (*format.Manifest, error) {

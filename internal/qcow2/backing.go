@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/cairn-backup/cairn/internal/uncached"
 )
 
 // source is what a backing file offers a layer.
@@ -31,6 +33,7 @@ func (s *qcow2Source) close() error                     { return s.im.Close() }
 type rawSource struct {
 	path    string
 	f       *os.File
+	data    *uncached.File // f, for reads of data
 	size    int64
 	regular bool
 	mu      sync.Mutex // serialises SEEK_DATA / SEEK_HOLE walks
@@ -39,7 +42,7 @@ type rawSource struct {
 func (s *rawSource) Size() int64 { return s.size }
 
 func (s *rawSource) readAt(p []byte, off int64) error {
-	n, err := s.f.ReadAt(p, off)
+	n, err := s.data.ReadAt(p, off)
 	if n == len(p) {
 		return nil
 	}

@@ -31,7 +31,7 @@ func (im *Image) compressedCluster(e uint64, c int64) ([]byte, error) {
 	// the file: decompression stops once a cluster is produced.
 	csize = min(csize, im.fileSize.Load()-coff)
 	src := make([]byte, csize)
-	n, err := im.f.ReadAt(src, coff)
+	n, err := im.data.ReadAt(src, coff)
 	if n < len(src) && err != io.EOF {
 		return nil, im.corrupt("reading compressed cluster at host offset 0x%x: %v", coff, err)
 	}

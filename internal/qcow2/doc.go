@@ -52,6 +52,10 @@
 // read on demand into a small cache bounded in bytes (64 tables of 64 KiB),
 // and the last few decompressed clusters are kept.
 //
+// Data clusters (and a raw backing file's data) are read without filling the
+// page cache (package uncached): a backup reads each once, and should not push
+// out what the host caches for its virtual machines. Tables are read as usual.
+//
 // The reader takes no lock and sees the file as it is on disk. The active
 // layer of an image that a running QEMU has open is NOT consistent: QEMU
 // caches L2 tables and refcounts in memory and writes them back later, and

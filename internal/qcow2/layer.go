@@ -218,7 +218,7 @@ func (im *Image) checkData(host, c int64) error {
 // (QEMU writes the last cluster of an odd-sized disk only in part); that
 // tail reads as zeros, as QEMU reads it.
 func (im *Image) readData(p []byte, off int64) error {
-	n, err := im.f.ReadAt(p, off)
+	n, err := im.data.ReadAt(p, off)
 	if n == len(p) {
 		return nil
 	}

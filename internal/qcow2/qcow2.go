@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/core"
+	"github.com/cairn-backup/cairn/internal/uncached"
 )
 
 // ErrUnsupported is wrapped by every error about a valid qcow2 feature this
@@ -65,7 +66,8 @@ const (
 type Image struct {
 	path        string
 	f           *os.File
-	fileSize    atomic.Int64 // refreshed when a structure seems to lie beyond it
+	data        *uncached.File // f, for data clusters
+	fileSize    atomic.Int64   // refreshed when a structure seems to lie beyond it
 	regular     bool
 	version     int
 	clusterBits uint
@@ -120,7 +122,7 @@ func openImage(path string, depth int) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{path: path, f: f, regular: regular}
+	im := &Image{path: path, f: f, data: uncached.New(f), regular: regular}
 	im.fileSize.Store(size)
 	if err := im.parse(); err != nil {
 		f.Close()
@@ -660,7 +662,7 @@ func (im *Image) openBacking(depth int) error {
 		if err != nil {
 			return fmt.Errorf("qcow2 %s: backing file: %w", im.path, err)
 		}
-		im.backing = &rawSource{path: name, f: f, size: size, regular: regular}
+		im.backing = &rawSource{path: name, f: f, data: uncached.New(f), size: size, regular: regular}
 	default:
 		return unsupported(im.path, "backing file format %q (qcow2 and raw are supported)", format)
 	}

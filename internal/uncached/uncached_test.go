@@ -1,0 +1,116 @@
+package uncached_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/internal/testenv"
+	"github.com/cairn-backup/cairn/internal/uncached"
+)
+
+// writeFile writes n random bytes to a new file, synced and dropped from the
+// page cache, and returns its path and bytes.
+func writeFile(t *testing.T, n int) (string, []byte) {
+	t.Helper()
+	data := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	p := filepath.Join(t.TempDir(), "image")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	return p, data
+}
+
+func TestReadAtReadsLikeOSFile(t *testing.T) {
+	p, data := writeFile(t, 3<<20+123)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	u := uncached.New(f)
+	for _, c := range []struct {
+		off, n int64
+		want   int
+		err    error
+	}{
+		{0, 128 << 10, 128 << 10, nil},
+		{1<<20 + 7, 1 << 20, 1 << 20, nil},
+		{int64(len(data)) - 100, 4096, 100, io.EOF},
+		{int64(len(data)), 10, 0, io.EOF},
+		{int64(len(data)) + 5000, 10, 0, io.EOF},
+	} {
+		buf := make([]byte, c.n)
+		n, err := u.ReadAt(buf, c.off)
+		if n != c.want || !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; want %d, %v", c.n, c.off, n, err, c.want, c.err)
+			continue
+		}
+		if n > 0 && !bytes.Equal(buf[:n], data[c.off:c.off+int64(n)]) {
+			t.Errorf("ReadAt(%d bytes at %d): wrong bytes", c.n, c.off)
+		}
+	}
+	if _, err := u.ReadAt(make([]byte, 1), -1); err == nil {
+		t.Error("ReadAt at a negative offset succeeded")
+	}
+}
+
+// A file read through uncached is not left in the page cache (where the
+// kernel supports it); a file that was cached stays cached.
+func TestReadLeavesCacheAsItWas(t *testing.T) {
+	p, data := writeFile(t, 8<<20)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	u := uncached.New(f)
+	buf := make([]byte, len(data))
+	if n, err := u.ReadAt(buf, 0); n != len(data) || err != nil || !bytes.Equal(buf, data) {
+		t.Fatalf("ReadAt: %d, %v", n, err)
+	}
+	if !supported(t, f) {
+		t.Logf("this kernel or file system refuses RWF_DONTCACHE: reads are ordinary reads")
+		return
+	}
+	if cached, pages := testenv.CachedPages(t, p); cached > pages/10 {
+		t.Errorf("%d of %d pages cached after an uncached read", cached, pages)
+	}
+	if _, err := f.ReadAt(buf, 0); err != nil { // an ordinary read caches it
+		t.Fatal(err)
+	}
+	if _, err := u.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if cached, pages := testenv.CachedPages(t, p); cached < pages*9/10 {
+		t.Errorf("%d of %d pages cached after an uncached read of a cached file, want them all", cached, pages)
+	}
+}
+
+// supported reports whether the kernel takes RWF_DONTCACHE on f.
+func supported(t *testing.T, f *os.File) bool {
+	t.Helper()
+	_, err := unix.Preadv2(int(f.Fd()), [][]byte{make([]byte, 1)}, 0, 0x80)
+	return err == nil
+}
