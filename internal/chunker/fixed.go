@@ -152,56 +152,102 @@ func (s *FixedScanner) nextStream() (Chunk, error) {
 }
 
 func (s *FixedScanner) nextExtent() (Chunk, error) {
+	sp, err := s.nextSpan()
+	if err != nil {
+		return Chunk{}, err
+	}
+	return s.ReadSpan(sp)
+}
+
+// A Span is where the next chunk of an image lies, before it is read: its
+// offset, its length and the parts of it that may hold data.
+type Span struct {
+	Offset int64
+	Length int
+	data   []Extent // within [Offset, Offset+Length); none: a hole
+}
+
+// NextSpan is Next for an image scanner (ScanExtents) without the read:
+// ReadSpan reads the span it returns, on any goroutine, so that several
+// chunks can be read at once (an image that is not in the page cache is read
+// from the disk while other chunks are processed). Call either Next or
+// NextSpan on one scanner, not both.
+func (s *FixedScanner) NextSpan() (Span, error) {
+	if s.ra == nil {
+		return Span{}, core.Invalid("chunker: NextSpan on a stream scanner")
+	}
+	if s.err != nil {
+		return Span{}, s.err
+	}
+	sp, err := s.nextSpan()
+	if err != nil {
+		s.err = err
+		return Span{}, err
+	}
+	s.off += int64(sp.Length)
+	return sp, nil
+}
+
+func (s *FixedScanner) nextSpan() (Span, error) {
 	if s.restricted {
 		for len(s.only) > 0 && s.only[0].End() <= s.off {
 			s.only = s.only[1:]
 		}
 		if len(s.only) == 0 {
-			return Chunk{}, io.EOF
+			return Span{}, io.EOF
 		}
 		// Skip to the chunk holding the next range's start (s.off stays
 		// a multiple of the chunk size).
 		s.off = max(s.off, s.only[0].Offset/int64(s.size)*int64(s.size))
 	}
 	if s.off >= s.total {
-		return Chunk{}, io.EOF
+		return Span{}, io.EOF
 	}
 	start := s.off
 	end := min(start+int64(s.size), s.total)
-	n := int(end - start)
+	sp := Span{Offset: start, Length: int(end - start)}
 	for len(s.extents) > 0 && s.extents[0].End() <= start {
 		s.extents = s.extents[1:]
 	}
-	if len(s.extents) == 0 || s.extents[0].Offset >= end {
-		// Entirely in a hole: nothing to read.
-		return Chunk{Offset: start, Length: n, Zero: true}, nil
-	}
-	buf := getBuffer(s.size)
-	b := buf.b[:n]
-	zero := true
-	pos := start // bytes before pos are filled
 	for _, e := range s.extents {
 		if e.Offset >= end {
 			break
 		}
 		lo, hi := max(e.Offset, start), min(e.End(), end)
-		clear(b[pos-start : lo-start])
-		piece := b[lo-start : hi-start]
-		if err := readFullAt(s.ra, piece, lo); err != nil {
+		sp.data = append(sp.data, Extent{Offset: lo, Length: hi - lo})
+	}
+	return sp, nil
+}
+
+// ReadSpan reads the chunk at sp: a span without data, or whose data reads
+// as zeros, is a Zero chunk. It is safe for concurrent use.
+func (s *FixedScanner) ReadSpan(sp Span) (Chunk, error) {
+	if len(sp.data) == 0 {
+		// Entirely in a hole: nothing to read.
+		return Chunk{Offset: sp.Offset, Length: sp.Length, Zero: true}, nil
+	}
+	buf := getBuffer(s.size)
+	b := buf.b[:sp.Length]
+	zero := true
+	pos := sp.Offset // bytes before pos are filled
+	for _, e := range sp.data {
+		clear(b[pos-sp.Offset : e.Offset-sp.Offset])
+		piece := b[e.Offset-sp.Offset : e.End()-sp.Offset]
+		if err := readFullAt(s.ra, piece, e.Offset); err != nil {
 			buf.put()
 			return Chunk{}, err
 		}
 		if zero && !IsZero(piece) {
 			zero = false
 		}
-		pos = hi
+		pos = e.End()
 	}
 	if zero {
 		buf.put()
-		return Chunk{Offset: start, Length: n, Zero: true}, nil
+		return Chunk{Offset: sp.Offset, Length: sp.Length, Zero: true}, nil
 	}
-	clear(b[pos-start:])
-	return chunkOf(start, buf, n), nil
+	clear(b[pos-sp.Offset:])
+	return chunkOf(sp.Offset, buf, sp.Length), nil
 }
 
 // readFullAt fills p from r at off. An io.EOF that comes with a full read is

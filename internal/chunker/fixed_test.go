@@ -532,3 +532,93 @@ func TestFixedStreamReaders(t *testing.T) {
 		t.Fatalf("got %v, want io.ErrNoProgress", err)
 	}
 }
+
+// Spans read concurrently and in any order give the chunks Next gives, and
+// restricted scanners give spans only where Next gives chunks.
+func TestFixedSpansReadConcurrently(t *testing.T) {
+	const size = 16 << 10
+	f := mustFixed(t, size)
+	n := 40*size + 777
+	extents := []Extent{
+		{Offset: 100, Length: 50},
+		{Offset: 3*size - 10, Length: 20},
+		{Offset: 5 * size, Length: 10 * size},
+		{Offset: 20*size + 4096, Length: 4096},
+		{Offset: 20*size + 3*4096, Length: 4096},
+		{Offset: 30 * size, Length: 20 * size},
+	}
+	backing, image := sparseImage(n, extents, 5)
+	for _, only := range [][]Extent{nil, {{Offset: 4 * size, Length: 3 * size}, {Offset: 39 * size, Length: 1}}} {
+		scan := func() *FixedScanner {
+			s, err := f.ScanExtents(bytes.NewReader(backing), int64(n), extents)
+			if only != nil {
+				s, err = f.ScanExtentsOnly(bytes.NewReader(backing), int64(n), extents, only)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		var want []Chunk
+		for s := scan(); ; {
+			c, err := s.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, c)
+		}
+		s := scan()
+		var spans []Span
+		for {
+			sp, err := s.NextSpan()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			spans = append(spans, sp)
+		}
+		if len(spans) != len(want) {
+			t.Fatalf("only=%v: %d spans, %d chunks from Next", only, len(spans), len(want))
+		}
+		got := make([]Chunk, len(spans))
+		errs := make(chan error, 4)
+		for w := range 4 {
+			go func() {
+				for i := len(spans) - 1 - w; i >= 0; i -= 4 {
+					c, err := s.ReadSpan(spans[i])
+					if err != nil {
+						errs <- err
+						return
+					}
+					got[i] = c
+				}
+				errs <- nil
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, c := range got {
+			w := want[i]
+			if c.Offset != w.Offset || c.Length != w.Length || c.Zero != w.Zero || !bytes.Equal(c.Data, w.Data) {
+				t.Fatalf("only=%v: span %d: chunk at %d (%d bytes, zero %v) differs from Next's at %d (%d, %v)",
+					only, i, c.Offset, c.Length, c.Zero, w.Offset, w.Length, w.Zero)
+			}
+			if !c.Zero && !bytes.Equal(c.Data, image[c.Offset:c.Offset+int64(c.Length)]) {
+				t.Fatalf("chunk at %d: wrong bytes", c.Offset)
+			}
+			c.Release()
+			w.Release()
+		}
+	}
+	if _, err := f.Scan(bytes.NewReader(image)).NextSpan(); core.KindOf(err) != core.KindInvalid {
+		t.Fatalf("NextSpan on a stream scanner: %v", err)
+	}
+}

@@ -209,33 +209,41 @@ func (r *Repository) BackupImage(ctx context.Context, src ImageSource, info Back
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	chunks := make(chan chunker.Chunk, 2*r.opts.Workers)
+	spans := make(chan chunker.Span, 4*r.opts.Workers)
 	g.Go(func() error {
-		defer close(chunks)
+		defer close(spans)
 		for {
-			c, err := scan.Next()
+			sp, err := scan.NextSpan()
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("reading %s at %d: %w", src.Path, c.Offset, err)
-			}
-			if !c.Zero {
-				read.Add(int64(c.Length))
+				return err
 			}
 			select {
-			case chunks <- c:
+			case spans <- sp:
 			case <-gctx.Done():
-				c.Release()
 				return gctx.Err()
 			}
 		}
 	})
-	// One saver more than Workers: a saver waiting for an upload slot would
-	// otherwise leave a core idle (a 2 GiB full backup is 5-7% faster).
-	for range r.opts.Workers + 1 {
+	// The savers read their chunks themselves, so that an image that is not
+	// in the page cache is read by several at once while the others compute:
+	// twice as many savers as Workers, and two more (a saver waiting for
+	// the disk or for an upload slot would otherwise leave a core idle). On
+	// 2 cores, a 2 GiB full backup of an image not in the page cache took
+	// 3.8-4.1 s with 6 savers against 4.2-4.3 s with 3, and 4.6-5.5 s when
+	// one goroutine read for all.
+	for range 2*r.opts.Workers + 2 {
 		g.Go(func() error {
-			for c := range chunks {
+			for sp := range spans {
+				c, err := scan.ReadSpan(sp)
+				if err != nil {
+					return fmt.Errorf("reading %s at %d: %w", src.Path, sp.Offset, err)
+				}
+				if !c.Zero {
+					read.Add(int64(c.Length))
+				}
 				var id format.ID
 				if !c.Zero {
 					var err error
