@@ -97,16 +97,21 @@ type FixedScanner struct {
 
 // Next returns the next chunk, or io.EOF after the last one.
 func (s *FixedScanner) Next() (Chunk, error) {
+	if s.ra != nil {
+		sp, err := s.NextSpan()
+		if err != nil {
+			return Chunk{}, err
+		}
+		c, err := s.ReadSpan(sp)
+		if err != nil {
+			s.err = err
+		}
+		return c, err
+	}
 	if s.err != nil {
 		return Chunk{}, s.err
 	}
-	var c Chunk
-	var err error
-	if s.ra != nil {
-		c, err = s.nextExtent()
-	} else {
-		c, err = s.nextStream()
-	}
+	c, err := s.nextStream()
 	if err != nil {
 		s.err = err
 		return Chunk{}, err
@@ -151,14 +156,6 @@ func (s *FixedScanner) nextStream() (Chunk, error) {
 	return chunkOf(s.off, buf, n), nil
 }
 
-func (s *FixedScanner) nextExtent() (Chunk, error) {
-	sp, err := s.nextSpan()
-	if err != nil {
-		return Chunk{}, err
-	}
-	return s.ReadSpan(sp)
-}
-
 // A Span is where the next chunk of an image lies, before it is read: its
 // offset, its length and the parts of it that may hold data.
 type Span struct {
@@ -167,11 +164,11 @@ type Span struct {
 	data   []Extent // within [Offset, Offset+Length); none: a hole
 }
 
-// NextSpan is Next for an image scanner (ScanExtents) without the read:
-// ReadSpan reads the span it returns, on any goroutine, so that several
-// chunks can be read at once (an image that is not in the page cache is read
-// from the disk while other chunks are processed). Call either Next or
-// NextSpan on one scanner, not both.
+// NextSpan is Next for an image scanner (ScanExtents) without the read
+// (Next is NextSpan then ReadSpan): ReadSpan reads the span it returns, on
+// any goroutine, so that several chunks can be read at once (an image that is
+// not in the page cache is read from the disk while other chunks are
+// processed).
 func (s *FixedScanner) NextSpan() (Span, error) {
 	if s.ra == nil {
 		return Span{}, core.Invalid("chunker: NextSpan on a stream scanner")
