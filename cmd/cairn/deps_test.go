@@ -53,7 +53,7 @@ func TestLayering(t *testing.T) {
 		"repo":           {"repo/format", "repo/crypto", "chunker", "blob", "filebackup", "retention", "core"},
 		"retention":      {"core"},
 		"schedule":       {},
-		"filebackup":     {"repo/format", "chunker", "core"},
+		"filebackup":     {"repo/format", "chunker", "core", "uncached"},
 		"qcow2":          {"core", "uncached"},
 		"uncached":       {},
 		"benchdata":      {},

@@ -23,6 +23,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/chunker"
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
+	"github.com/cairn-backup/cairn/internal/uncached"
 )
 
 // Backup stores the file trees at paths in repo and returns the id of the
@@ -737,10 +738,12 @@ func (a *archiver) saver() {
 }
 
 // fileReader reads a file for the chunker, counting the bytes and stopping
-// when the backup is canceled.
+// when the backup is canceled. It reads without filling the page cache
+// (package uncached): what was cached stays, the rest is let go, so a backup
+// of a whole tree does not push out what the host caches for others.
 type fileReader struct {
 	a  *archiver
-	fd int
+	fd *uncached.Fd
 	n  int64
 }
 
@@ -748,21 +751,16 @@ func (r *fileReader) Read(p []byte) (int, error) {
 	if err := r.a.ctx.Err(); err != nil {
 		return 0, err
 	}
-	for {
-		n, err := unix.Read(r.fd, p)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		if n == 0 {
-			return 0, io.EOF
-		}
-		r.n += int64(n)
-		r.a.c.bytesRead.Add(int64(n))
-		return n, nil
+	n, err := r.fd.Pread(p, r.n)
+	if err != nil {
+		return 0, err
 	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	r.n += int64(n)
+	r.a.c.bytesRead.Add(int64(n))
+	return n, nil
 }
 
 // readFile reads, chunks and saves one file.
@@ -774,7 +772,7 @@ func (a *archiver) readFile(j *fileJob) {
 		return
 	}
 	a.c.setCurrent(j.path)
-	r := &fileReader{a: a, fd: j.fd}
+	r := &fileReader{a: a, fd: uncached.NewFd(j.fd)}
 	s := a.cdc.Scan(r)
 	var (
 		ids    []*format.ID

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
+	"github.com/cairn-backup/cairn/internal/testenv"
 )
 
 const (
@@ -540,4 +541,45 @@ func BenchmarkBackupBigFile(b *testing.B) {
 	benchmarkBackup(b, func(dir string) {
 		writeFile(b, filepath.Join(dir, "big"), randomBytes(5, 128<<20), 0o644)
 	})
+}
+
+// A backup reads files without filling the page cache: a file that was not
+// cached is not cached afterwards, one that was stays; both are read whole.
+func TestBackupLeavesPageCacheAsItWas(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	cold, warm := filepath.Join(src, "cold"), filepath.Join(src, "warm")
+	writeFile(t, cold, data, 0o600)
+	writeFile(t, warm, data[:2<<20], 0o600)
+	f, err := os.Open(cold)
+	must(t, err)
+	must(t, f.Sync())
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+	must(t, f.Close())
+	if _, err := os.ReadFile(warm); err != nil {
+		t.Fatal(err)
+	}
+	if cached, _ := testenv.CachedPages(t, cold); cached != 0 {
+		t.Logf("%d pages of the cold file still cached before the backup", cached)
+	}
+	_, st := backupPaths(t, newMemRepo(), src, BackupOptions{})
+	if st.BytesRead != int64(len(data))*3/2 || st.Errors != 0 {
+		t.Fatalf("read %d bytes with %d errors, want %d and none", st.BytesRead, st.Errors, len(data)*3/2)
+	}
+	probe, err := os.Open(cold)
+	must(t, err)
+	defer probe.Close()
+	if _, err := unix.Preadv2(int(probe.Fd()), [][]byte{make([]byte, 1)}, 0, 0x80); err != nil {
+		t.Logf("this kernel or file system refuses RWF_DONTCACHE (%v): files are read the ordinary way", err)
+		return
+	}
+	if cached, pages := testenv.CachedPages(t, cold); cached > pages/10 {
+		t.Errorf("cold file: %d of %d pages cached after the backup", cached, pages)
+	}
+	if cached, pages := testenv.CachedPages(t, warm); cached < pages*9/10 {
+		t.Errorf("warm file: %d of %d pages cached after the backup, want them all", cached, pages)
+	}
 }

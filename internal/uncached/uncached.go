@@ -24,42 +24,65 @@ import (
 // rwfDontcache is RWF_DONTCACHE (include/uapi/linux/fs.h).
 const rwfDontcache = 0x80
 
-// File reads an open file without filling the page cache. It is an
-// io.ReaderAt, safe for concurrent use like *os.File.
-type File struct {
-	f *os.File
+// Fd reads a file descriptor without filling the page cache. It is safe
+// for concurrent use; the descriptor stays the caller's to close.
+type Fd struct {
+	fd int
 	// plain is set once the kernel refused RWF_DONTCACHE for this file.
 	plain atomic.Bool
 }
 
-// New returns a reader of f. f stays the caller's to close.
-func New(f *os.File) *File { return &File{f: f} }
+// NewFd returns a reader of fd.
+func NewFd(fd int) *Fd { return &Fd{fd: fd} }
+
+// Pread reads into p at off once, as pread(2) does: it returns 0 and no
+// error at the end of the file, and may read less than len(p).
+func (u *Fd) Pread(p []byte, off int64) (int, error) {
+	for {
+		var n int
+		var err error
+		if u.plain.Load() {
+			n, err = unix.Pread(u.fd, p, off)
+		} else {
+			n, err = unix.Preadv2(u.fd, [][]byte{p}, off, rwfDontcache)
+			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+				// An older kernel, or a file system without the flag:
+				// read this file the ordinary way from now on.
+				u.plain.Store(true)
+				continue
+			}
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return max(n, 0), err
+	}
+}
+
+// File reads an open file without filling the page cache. It is an
+// io.ReaderAt, safe for concurrent use like *os.File.
+type File struct {
+	f  *os.File
+	fd Fd
+}
+
+// New returns a reader of f. f stays the caller's to close, and must not be
+// closed while a read runs.
+func New(f *os.File) *File { return &File{f: f, fd: Fd{fd: int(f.Fd())}} }
 
 // ReadAt implements io.ReaderAt, as (*os.File).ReadAt does: it reads
 // len(p) bytes unless the file ends first (then io.EOF) or fails.
 func (u *File) ReadAt(p []byte, off int64) (int, error) {
-	if u.plain.Load() {
-		return u.f.ReadAt(p, off)
-	}
 	if off < 0 {
 		return 0, &os.PathError{Op: "readat", Path: u.f.Name(), Err: errors.New("negative offset")}
 	}
-	fd := int(u.f.Fd())
 	n := 0
 	for n < len(p) {
-		m, err := unix.Preadv2(fd, [][]byte{p[n:]}, off+int64(n), rwfDontcache)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
-			// An older kernel, or a file system without the flag: read
-			// this file the ordinary way from now on.
-			u.plain.Store(true)
-			m, err := u.f.ReadAt(p[n:], off+int64(n))
-			return n + m, err
-		case err != nil:
+		m, err := u.fd.Pread(p[n:], off+int64(n))
+		if err != nil {
 			return n, &os.PathError{Op: "read", Path: u.f.Name(), Err: err}
-		case m == 0:
+		}
+		if m == 0 {
 			return n, io.EOF
 		}
 		n += m

@@ -114,3 +114,32 @@ func supported(t *testing.T, f *os.File) bool {
 	_, err := unix.Preadv2(int(f.Fd()), [][]byte{make([]byte, 1)}, 0, 0x80)
 	return err == nil
 }
+
+func TestPreadAtTheEnd(t *testing.T) {
+	p, data := writeFile(t, 10000)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	u := uncached.NewFd(int(f.Fd()))
+	buf := make([]byte, 8192)
+	var got []byte
+	for off := int64(0); ; {
+		n, err := u.Pread(buf, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		got = append(got, buf[:n]...)
+		off += int64(n)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, want the file's %d", len(got), len(data))
+	}
+	if n, err := u.Pread(buf, 1<<30); n != 0 || err != nil {
+		t.Fatalf("Pread past the end: %d, %v; want 0, nil", n, err)
+	}
+}
