@@ -1,6 +1,6 @@
 // Package uncached reads files without filling the page cache: a backup
-// reads a disk image once, and what it read should not push out what the
-// host caches for others (its virtual machines, say).
+// reads a disk image or a file tree once, and what it read should not push
+// out what the host caches for others (its virtual machines, say).
 //
 // Reads use preadv2 with RWF_DONTCACHE (Linux 6.14 and later, on file
 // systems that support it, such as ext4 and XFS): pages the read brings in
