@@ -143,3 +143,38 @@ func TestPreadAtTheEnd(t *testing.T) {
 		t.Fatalf("Pread past the end: %d, %v; want 0, nil", n, err)
 	}
 }
+
+// Where the kernel refuses RWF_DONTCACHE (tmpfs does: its files live in the
+// page cache), reads fall back to ordinary ones and still read every byte.
+func TestFallsBackWhereRefused(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "uncached-")
+	if err != nil {
+		t.Fatalf("a directory on tmpfs: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data := bytes.Repeat([]byte("tmpfs "), 100000)
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if supported(t, f) {
+		t.Logf("tmpfs takes RWF_DONTCACHE on this kernel: the fallback is not reached")
+	}
+	u := uncached.New(f)
+	for range 2 { // the first read finds out, the second reads the ordinary way
+		buf := make([]byte, len(data)+10)
+		n, err := u.ReadAt(buf, 0)
+		if n != len(data) || !errors.Is(err, io.EOF) || !bytes.Equal(buf[:n], data) {
+			t.Fatalf("ReadAt on tmpfs: %d bytes, %v; want %d and io.EOF", n, err, len(data))
+		}
+	}
+	fd := uncached.NewFd(int(f.Fd()))
+	if n, err := fd.Pread(make([]byte, 6), 6); n != 6 || err != nil {
+		t.Fatalf("Pread on tmpfs: %d, %v", n, err)
+	}
+}
