@@ -21,6 +21,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/core"
 	"github.com/cairn-backup/cairn/internal/repo/format"
 	"github.com/cairn-backup/cairn/internal/testenv"
+	"github.com/cairn-backup/cairn/internal/uncached"
 )
 
 const (
@@ -572,8 +573,8 @@ func TestBackupLeavesPageCacheAsItWas(t *testing.T) {
 	probe, err := os.Open(cold)
 	must(t, err)
 	defer probe.Close()
-	if _, err := unix.Preadv2(int(probe.Fd()), [][]byte{make([]byte, 1)}, 0, 0x80); err != nil {
-		t.Logf("this kernel or file system refuses RWF_DONTCACHE (%v): files are read the ordinary way", err)
+	if !uncached.Supported(int(probe.Fd())) {
+		t.Logf("this kernel or file system refuses RWF_DONTCACHE: files are read the ordinary way")
 		return
 	}
 	if cached, pages := testenv.CachedPages(t, cold); cached > pages/10 {

@@ -32,6 +32,13 @@ type Fd struct {
 	plain atomic.Bool
 }
 
+// Supported reports whether the kernel reads fd without caching (it takes
+// RWF_DONTCACHE for it); where it does not, reads are ordinary ones.
+func Supported(fd int) bool {
+	_, err := unix.Preadv2(fd, [][]byte{make([]byte, 1)}, 0, rwfDontcache)
+	return err == nil
+}
+
 // NewFd returns a reader of fd.
 func NewFd(fd int) *Fd { return &Fd{fd: fd} }
 

@@ -90,7 +90,7 @@ func TestReadLeavesCacheAsItWas(t *testing.T) {
 	if n, err := u.ReadAt(buf, 0); n != len(data) || err != nil || !bytes.Equal(buf, data) {
 		t.Fatalf("ReadAt: %d, %v", n, err)
 	}
-	if !supported(t, f) {
+	if !uncached.Supported(int(f.Fd())) {
 		t.Logf("this kernel or file system refuses RWF_DONTCACHE: reads are ordinary reads")
 		return
 	}
@@ -106,13 +106,6 @@ func TestReadLeavesCacheAsItWas(t *testing.T) {
 	if cached, pages := testenv.CachedPages(t, p); cached < pages*9/10 {
 		t.Errorf("%d of %d pages cached after an uncached read of a cached file, want them all", cached, pages)
 	}
-}
-
-// supported reports whether the kernel takes RWF_DONTCACHE on f.
-func supported(t *testing.T, f *os.File) bool {
-	t.Helper()
-	_, err := unix.Preadv2(int(f.Fd()), [][]byte{make([]byte, 1)}, 0, 0x80)
-	return err == nil
 }
 
 func TestPreadAtTheEnd(t *testing.T) {
@@ -162,7 +155,7 @@ func TestFallsBackWhereRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if supported(t, f) {
+	if uncached.Supported(int(f.Fd())) {
 		t.Logf("tmpfs takes RWF_DONTCACHE on this kernel: the fallback is not reached")
 	}
 	u := uncached.New(f)
