@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,17 +113,74 @@ func startS3(t testing.TB, withTLS bool) *S3Server {
 
 // MakeBucket creates a bucket through the S3 API.
 func (s *S3Server) MakeBucket(ctx context.Context, name string) error {
-	c, err := minio.New(s.Endpoint, &minio.Options{
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	return c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"})
+}
+
+// client is an S3 client of the server's root account.
+func (s *S3Server) client() (*minio.Client, error) {
+	return minio.New(s.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
 		Secure:       s.Secure(),
 		Transport:    s.Transport(),
 		BucketLookup: minio.BucketLookupPath,
 		Region:       "us-east-1",
 	})
-	if err != nil {
-		return err
+}
+
+// AddReadOnlyUser creates a second S3 user, who may list the test bucket
+// and read its objects but not write or delete them (a bucket policy
+// allows only that), and returns its access key and secret. An S3 server
+// answers that user's writes with AccessDenied, as it answers any
+// credentials limited to reading.
+func (s *S3Server) AddReadOnlyUser(t testing.TB) (access, secret string) {
+	t.Helper()
+	if s.Secure() {
+		t.Fatal("AddReadOnlyUser: only on a server started by StartS3")
 	}
-	return c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"})
+	access, secret = "cairnreader"+randomHex(4), randomHex(20)
+	out, err := exec.Command(findVersitygw(t), "admin", "--access", s.AccessKey, "--secret", s.SecretKey,
+		"--endpoint-url", "http://"+s.Endpoint, "create-user", "--access", access, "--secret", secret, "--role", "user").CombinedOutput()
+	if err != nil {
+		t.Fatalf("versitygw admin create-user: %v\n%s", err, out)
+	}
+	c, err := s.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":[%q]},`+
+		`"Action":["s3:ListBucket","s3:GetBucketLocation","s3:GetObject"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`,
+		access, s.Bucket, s.Bucket)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.SetBucketPolicy(ctx, s.Bucket, policy); err != nil {
+		t.Fatalf("setting the read-only policy on bucket %s: %v", s.Bucket, err)
+	}
+	return access, secret
+}
+
+// ListObjects returns the names of the objects under prefix in the test
+// bucket, listed with the root account, sorted.
+func (s *S3Server) ListObjects(t testing.TB, prefix string) []string {
+	t.Helper()
+	c, err := s.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var names []string
+	for o := range c.ListObjects(ctx, s.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("listing bucket %s: %v", s.Bucket, o.Err)
+		}
+		names = append(names, o.Key)
+	}
+	slices.Sort(names)
+	return names
 }
 
 var (
@@ -176,7 +234,13 @@ func startVersitygw(t testing.TB, bin string, srv *S3Server, certFile, keyFile s
 	// an unsolicited "400 Bad Request" that a client may take for the answer
 	// to its next request. Without it every response closes the connection,
 	// which on loopback costs little.
-	args := []string{"--port", srv.Endpoint, "--health", "/health", "--quiet"}
+	// --iam-dir: versitygw keeps the users that AddReadOnlyUser creates
+	// there (the root account is the one of the environment).
+	iamDir := filepath.Join(filepath.Dir(srv.Dir), "iam")
+	if err := os.MkdirAll(iamDir, 0o700); err != nil {
+		return err
+	}
+	args := []string{"--port", srv.Endpoint, "--health", "/health", "--quiet", "--iam-dir", iamDir}
 	if certFile != "" {
 		args = append(args, "--cert", certFile, "--key", keyFile)
 	}
