@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -578,6 +580,45 @@ func TestRepoS3CLI(t *testing.T) {
 		t.Fatalf("refused credentials: exit %d %s", code, errs)
 	}
 	t.Logf("refused credentials: %s", errs)
+}
+
+// TestRepoS3ReadOnly reads a repository in S3 with credentials that may
+// only read it: a second S3 user whom the bucket's policy allows to list
+// and get objects. restore, verify and stats work with --no-lock and say
+// so without it; a backup is refused, and nothing is written.
+func TestRepoS3ReadOnly(t *testing.T) {
+	srv := testenv.StartS3(t)
+	loc := "s3:http://" + srv.Endpoint + "/" + srv.Bucket + "/ro"
+	dir := t.TempDir()
+	e := newRepoEnv(t, loc, "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey,
+		"XDG_CACHE_HOME="+filepath.Join(dir, "cache-owner"))
+	e.ok("init")
+	img := filepath.Join(dir, "img.raw")
+	randomImage(t, img, 8<<20, 11)
+	e.ok("backup", "--image", img)
+
+	access, secret := srv.AddReadOnlyUser(t)
+	before := srv.ListObjects(t, "ro/")
+	r := newRepoEnv(t, loc, "AWS_ACCESS_KEY_ID="+access, "AWS_SECRET_ACCESS_KEY="+secret,
+		"XDG_CACHE_HOME="+filepath.Join(dir, "cache-reader"))
+	out := filepath.Join(dir, "out.raw")
+	r.fails(6, "restore only reads the repository: run it with --no-lock", "restore", "latest", "--to-file", out)
+	if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused restore left %s: %v", out, err)
+	}
+	r.ok("restore", "latest", "--to-file", out, "--no-lock")
+	if !sameFile(t, img, out) {
+		t.Fatal("restore with read-only credentials differs")
+	}
+	if got := r.ok("verify", "--read-data", "--no-lock"); !strings.Contains(got, "no problems found") {
+		t.Fatalf("verify --no-lock:\n%s", got)
+	}
+	r.ok("stats", "--no-lock")
+	r.fails(6, "refused the credentials (AccessDenied)", "backup", "--image", img)
+	r.fails(6, "refused the credentials (AccessDenied)", "forget", e.backups()[0].ID, "--prune")
+	if after := srv.ListObjects(t, "ro/"); !slices.Equal(before, after) {
+		t.Fatalf("the read-only user changed the repository:\nbefore %v\nafter  %v", before, after)
+	}
 }
 
 // TestRepoExport serves an image backup over NBD straight from the
