@@ -413,7 +413,7 @@ func (ra *repoApp) unlockCommand() *cobra.Command {
 func backupOf(m *format.Manifest) apitypes.Backup {
 	b := apitypes.Backup{ID: m.ID, Kind: m.Kind, CreatedAt: m.Time, Host: m.Host, Paths: m.Paths, Tags: m.Tags,
 		ParentBackupID: m.Parent, BytesRead: m.Summary.BytesRead, BytesAdded: m.Summary.BytesAdded, Files: m.Summary.Files,
-		DurationMS: m.Summary.End.Sub(m.Summary.Start).Milliseconds()}
+		SkippedEntries: m.Summary.Errors, DurationMS: m.Summary.End.Sub(m.Summary.Start).Milliseconds()}
 	if b.Tags == nil {
 		b.Tags = []string{}
 	}

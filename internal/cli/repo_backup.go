@@ -330,6 +330,12 @@ func (ra *repoApp) backupsCommand() *cobra.Command {
 					core.FormatSize(b.BytesAdded), strings.Join(b.Paths, " "), strings.Join(b.Tags, ",")})
 			}
 			table(ra.stdout, []string{"ID", "TIME", "KIND", "HOST", "SIZE", "ADDED", "PATHS", "TAGS"}, rows)
+			for _, b := range out {
+				if b.SkippedEntries > 0 {
+					fmt.Fprintf(ra.stdout, "backup %s is incomplete: saved without %s that could not be read\n",
+						shortID(b.ID), plural(b.SkippedEntries, "entry", "entries"))
+				}
+			}
 		})
 	})
 	return cmd

@@ -851,8 +851,11 @@ func TestRepoBackupIncomplete(t *testing.T) {
 		t.Fatalf("backup with an unreadable file: exit %d (want 1), stderr:\n%s", code, errs)
 	}
 	bs := e.backups()
-	if len(bs) != 1 {
-		t.Fatalf("%d backups, want the incomplete one", len(bs))
+	if len(bs) != 1 || bs[0].SkippedEntries != 1 {
+		t.Fatalf("backups %+v, want the incomplete one with skipped_entries 1", bs)
+	}
+	if out := e.ok("backups"); !strings.Contains(out, "backup "+bs[0].ID[:8]+" is incomplete: saved without 1 entry that could not be read") {
+		t.Fatalf("backups does not mark the incomplete backup:\n%s", out)
 	}
 	ls := e.ok("ls", bs[0].ID)
 	if !strings.Contains(ls, "open.txt") || strings.Contains(ls, "secret.txt") {
@@ -861,6 +864,12 @@ func TestRepoBackupIncomplete(t *testing.T) {
 	os.Chmod(secret, 0o644)
 	if _, errs, code := e.run("backup", src); code != 0 {
 		t.Fatalf("backup once readable: exit %d\n%s", code, errs)
+	}
+	if bs := e.backups(); len(bs) != 2 || bs[1].SkippedEntries != 0 {
+		t.Fatalf("backups %+v, want the second one complete", bs)
+	}
+	if out := e.ok("backups"); strings.Count(out, "is incomplete") != 1 {
+		t.Fatalf("backups marks %d backups incomplete, want 1:\n%s", strings.Count(out, "is incomplete"), out)
 	}
 }
 
