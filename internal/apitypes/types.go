@@ -277,10 +277,8 @@ type Backup struct {
 	BytesRead      int64     `json:"bytes_read"`   // read from the source to make it
 	BytesAdded     int64     `json:"bytes_added"`  // stored bytes it added to the repository
 	Files          int64     `json:"files,omitempty"`
-	// SkippedEntries counts the entries a file backup could not read and
-	// was saved without: above zero, the backup is incomplete.
-	SkippedEntries int64 `json:"skipped_entries,omitempty"`
-	DurationMS     int64 `json:"duration_ms"`
+	SkippedEntries int64     `json:"skipped_entries,omitempty"` // entries a file backup could not read and left out: it is incomplete
+	DurationMS     int64     `json:"duration_ms"`
 	// UniqueBytes is the stored size only this backup holds: what forgetting
 	// it and pruning would free. Server backups only; refreshed after each
 	// backup and forget in the repository.
