@@ -47,8 +47,9 @@ func (ra *repoApp) verifyCommand() *cobra.Command {
 				return err
 			}
 			perr := ra.print(res, func() {
-				fmt.Fprintf(ra.stdout, "checked %d backups, %d packs, %d blobs; re-read %d packs (%s)\n",
-					res.Backups, res.Packs, res.Blobs, res.PacksRead, core.FormatSize(res.BytesRead))
+				fmt.Fprintf(ra.stdout, "checked %s, %s, %s; re-read %s (%s)\n",
+					plural(res.Backups, "backup", "backups"), plural(res.Packs, "pack", "packs"),
+					plural(res.Blobs, "blob", "blobs"), plural(res.PacksRead, "pack", "packs"), core.FormatSize(res.BytesRead))
 				for _, w := range res.Warnings {
 					fmt.Fprintf(ra.stdout, "warning: %s\n", w)
 				}

@@ -326,7 +326,9 @@ func TestRepoCLI(t *testing.T) {
 	if n := len(e.backups()); n != 3 {
 		t.Fatalf("%d backups after forget, want 3", n)
 	}
-	e.ok("verify", "--read-data")
+	if got := e.ok("verify", "--read-data"); !strings.HasPrefix(got, "checked 3 backups, ") || !strings.Contains(got, "no problems found") {
+		t.Fatalf("verify --read-data after prune:\n%s", got)
+	}
 	os.Remove(out)
 	e.ok("restore", "latest", "--tag", "volume=disk", "--to-file", out)
 	if !sameFile(t, raw, out) {
@@ -610,7 +612,7 @@ func TestRepoS3ReadOnly(t *testing.T) {
 	if !sameFile(t, img, out) {
 		t.Fatal("restore with read-only credentials differs")
 	}
-	if got := r.ok("verify", "--read-data", "--no-lock"); !strings.Contains(got, "no problems found") {
+	if got := r.ok("verify", "--read-data", "--no-lock"); !strings.HasPrefix(got, "checked 1 backup, ") || !strings.Contains(got, "no problems found") {
 		t.Fatalf("verify --no-lock:\n%s", got)
 	}
 	r.ok("stats", "--no-lock")
