@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -353,6 +354,46 @@ type lsEntry struct {
 	Target string `json:"target,omitempty"`
 }
 
+// inBackup turns a path as it was on the backed-up host (absolute, at or
+// below one of the backup's paths) into its name in the backup, where each
+// backed-up path is a top-level entry under its last name: with /srv/www
+// backed up, /srv/www/index.html is www/index.html. Any other path is
+// returned as given.
+func inBackup(m *format.Manifest, p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return p
+	}
+	clean := path.Clean(p)
+	for _, root := range m.Paths {
+		root = path.Clean(root)
+		if root == "/" || !strings.HasPrefix(root, "/") {
+			continue
+		}
+		if clean == root || strings.HasPrefix(clean, root+"/") {
+			return path.Base(root) + clean[len(root):]
+		}
+	}
+	return p
+}
+
+// topLevelHint says how paths in backup m are named, for a "not found"
+// error: nothing for a backup of / (whose names are the host's).
+func topLevelHint(m *format.Manifest) string {
+	var tops []string
+	for _, root := range m.Paths {
+		root = path.Clean(root)
+		if root == "/" || !strings.HasPrefix(root, "/") {
+			return ""
+		}
+		tops = append(tops, path.Base(root)+"/")
+	}
+	if len(tops) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (its paths start with %s, or give them as they were on the host, below %s)",
+		strings.Join(tops, " or "), strings.Join(m.Paths, " or "))
+}
+
 func (ra *repoApp) lsCommand() *cobra.Command {
 	var f filterFlags
 	cmd := &cobra.Command{Use: "ls BACKUP [PATH]", Short: "List the files of a backup (below PATH)", Args: cobra.RangeArgs(1, 2)}
@@ -372,7 +413,7 @@ func (ra *repoApp) lsCommand() *cobra.Command {
 		}
 		prefix := ""
 		if len(args) == 2 {
-			prefix = strings.Trim(args[1], "/")
+			prefix = strings.Trim(inBackup(m, args[1]), "/")
 		}
 		out := []lsEntry{}
 		found := prefix == ""
@@ -389,7 +430,7 @@ func (ra *repoApp) lsCommand() *cobra.Command {
 			return err
 		}
 		if !found {
-			return core.NotFound("no %q in backup %s", prefix, m.ID)
+			return core.NotFound("no %q in backup %s%s", prefix, m.ID, topLevelHint(m))
 		}
 		return ra.print(out, func() {
 			for _, e := range out {
@@ -439,6 +480,9 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 			if toFile != "" {
 				return ra.restoreImage(ctx, r, m, toFile, overwrite)
 			}
+			for i, inc := range includes {
+				includes[i] = inBackup(m, inc)
+			}
 			p := ra.newProgress("restore")
 			opts := filebackup.RestoreOptions{Include: includes, Overwrite: overwrite, Owners: !noOwners && os.Geteuid() == 0}
 			if p != nil {
@@ -448,6 +492,9 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 			}
 			st, err := r.RestoreFiles(ctx, m, target, opts)
 			p.finish()
+			if core.IsNotFound(err) && len(includes) > 0 {
+				err = fmt.Errorf("%w%s", err, topLevelHint(m))
+			}
 			// The entries that failed or lost metadata, also when the
 			// restore as a whole failed: the error names only the first.
 			ra.samples("warning", st.WarningSamples, st.Warnings)

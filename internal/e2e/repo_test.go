@@ -252,6 +252,26 @@ func TestRepoCLI(t *testing.T) {
 	if !strings.Contains(ls, "src/etc/hosts.link -> hosts") {
 		t.Fatalf("ls:\n%s", ls)
 	}
+	// Paths as they were on the host name the same entries; a path that is
+	// in neither form gets an error that says how the backup names them.
+	if abs := e.ok("ls", "latest", filepath.Join(src, "etc")); abs != ls {
+		t.Fatalf("ls of %s:\n%s\nwant the listing of src/etc:\n%s", filepath.Join(src, "etc"), abs, ls)
+	}
+	partial := filepath.Join(dir, "partial")
+	e.ok("restore", "latest", "--target", partial, "--include", filepath.Join(src, "etc", "hosts"))
+	if !sameFile(t, filepath.Join(src, "etc/hosts"), filepath.Join(partial, "src/etc/hosts")) {
+		t.Fatal("a file included by its path on the host was not restored")
+	}
+	if _, err := os.Lstat(filepath.Join(partial, "src/etc/ssh")); err == nil {
+		t.Fatal("a directory outside --include (given as on the host) was restored")
+	}
+	hint := "(its paths start with src/, or give them as they were on the host, below " + src + ")"
+	e.fails(3, `no "etc" in backup `, "ls", "latest", "etc")
+	e.fails(3, hint, "ls", "latest", "/etc")
+	e.fails(3, `include path "etc/ssh" is not in the backup `+hint, "restore", "latest", "--target", filepath.Join(dir, "none"), "--include", "etc/ssh")
+	if _, err := os.Lstat(filepath.Join(dir, "none")); err == nil {
+		t.Fatal("a refused restore created its target")
+	}
 
 	// cat: an index object lists packs and their blobs; the pack's header
 	// says the same; a data blob prints its plaintext.
