@@ -248,7 +248,7 @@ free, and changes nothing. The repository is pruned afterwards, at most once a d
 						verb = "would forget"
 					}
 					freed, _ := strconv.ParseInt(t.Result["bytes_freed"], 10, 64)
-					fmt.Fprintf(a.stdout, "%s %d backups of %s, keeping %d; a prune frees %s\n", verb, len(gone), args[0],
+					fmt.Fprintf(a.stdout, "%s %s of %s, keeping %d; a prune frees %s\n", verb, plural(len(gone), "backup", "backups"), args[0],
 						len(strings.Fields(t.Result["keep"])), core.FormatSize(freed))
 					for _, id := range gone {
 						fmt.Fprintf(a.stdout, "  %s %s\n", verb, id)

@@ -404,7 +404,7 @@ func (ra *repoApp) unlockCommand() *cobra.Command {
 		if removed == nil {
 			removed = []string{}
 		}
-		return ra.print(removed, func() { fmt.Fprintf(ra.stdout, "removed %d locks\n", len(removed)) })
+		return ra.print(removed, func() { fmt.Fprintf(ra.stdout, "removed %s\n", plural(len(removed), "lock", "locks")) })
 	})
 	return cmd
 }

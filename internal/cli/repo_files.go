@@ -58,8 +58,9 @@ shows a directory instead. With several readable file systems, --partition picks
 				return err
 			}
 			if perr := ra.print(st, func() {
-				fmt.Fprintf(ra.stdout, "copied from %s of backup %s: %d files (%s), %d directories, %d links, %d hard links\n",
-					where, m.ID, st.Files, core.FormatSize(st.Bytes), st.Dirs, st.Symlinks, st.HardLinks)
+				fmt.Fprintf(ra.stdout, "copied from %s of backup %s: %s (%s), %s, %s, %s\n",
+					where, m.ID, plural(st.Files, "file", "files"), core.FormatSize(st.Bytes), plural(st.Dirs, "directory", "directories"),
+					plural(st.Symlinks, "link", "links"), plural(st.HardLinks, "hard link", "hard links"))
 				for _, w := range st.WarningSamples {
 					fmt.Fprintf(ra.stdout, "warning: %s\n", w)
 				}

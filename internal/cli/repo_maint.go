@@ -206,7 +206,7 @@ func (ra *repoApp) forgetCommand() *cobra.Command {
 			if dryRun {
 				verb = "would remove"
 			}
-			fmt.Fprintf(ra.stdout, "keeping %d backups, %s %d\n", len(res.Keep), verb, len(res.Remove))
+			fmt.Fprintf(ra.stdout, "keeping %s, %s %d\n", plural(len(res.Keep), "backup", "backups"), verb, len(res.Remove))
 			for _, b := range res.Remove {
 				fmt.Fprintf(ra.stdout, "  %s %s %s %s\n", verb, b.ID, showTime(b.CreatedAt), strings.Join(b.Paths, " "))
 			}
@@ -236,8 +236,9 @@ func printPrune(ra *repoApp, res *repo.PruneResult, dryRun bool) {
 	if dryRun {
 		verb = "would free"
 	}
-	fmt.Fprintf(ra.stdout, "prune: %d packs: %d removed, %d repacked, %d left over removed; %d blobs unused; %s %s\n",
-		res.Packs, res.PacksDeleted, res.PacksRepacked, res.PacksLeftover, res.BlobsRemoved, verb, core.FormatSize(res.BytesFreed))
+	fmt.Fprintf(ra.stdout, "prune: %s: %d removed, %d repacked, %d left over removed; %s unused; %s %s\n",
+		plural(res.Packs, "pack", "packs"), res.PacksDeleted, res.PacksRepacked, res.PacksLeftover,
+		plural(res.BlobsRemoved, "blob", "blobs"), verb, core.FormatSize(res.BytesFreed))
 }
 
 func (ra *repoApp) pruneCommand() *cobra.Command {

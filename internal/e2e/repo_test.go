@@ -342,7 +342,10 @@ func TestRepoCLI(t *testing.T) {
 	if len(fr.Keep) != 1 || len(fr.Remove) != 1 || fr.Remove[0].ID != bs[0].ID {
 		t.Fatalf("forget plan: %s", plan)
 	}
-	e.ok("forget", "--keep-last", "1", "--tag", "volume=disk", "--prune")
+	if got := e.ok("forget", "--keep-last", "1", "--tag", "volume=disk", "--prune"); !strings.HasPrefix(got, "keeping 1 backup, removed 1\n") ||
+		!strings.Contains(got, "\nprune: ") {
+		t.Fatalf("forget --prune:\n%s", got)
+	}
 	if n := len(e.backups()); n != 3 {
 		t.Fatalf("%d backups after forget, want 3", n)
 	}
