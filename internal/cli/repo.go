@@ -302,13 +302,17 @@ func (ra *repoApp) initCommand() *cobra.Command {
 			return err
 		}
 		defer store.Close()
+		// Before asking for a password twice: a repository is there already.
+		if _, err := store.Stat(ctx, format.ConfigName); err == nil {
+			return core.Conflict("exists", "a repository already exists at %s", loc)
+		}
 		pw, err := ra.password("Password for the new repository: ", true)
 		if err != nil {
 			return err
 		}
 		r, err := repo.Init(ctx, store, pw, opts, repo.Options{})
 		if err != nil {
-			return err
+			return fmt.Errorf("creating a repository at %s: %w", loc, err)
 		}
 		cfg := r.Config()
 		out := map[string]any{"id": cfg.ID, "location": loc, "version": cfg.Version, "key_id": r.KeyID(),

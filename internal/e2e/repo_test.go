@@ -166,7 +166,15 @@ func TestRepoCLI(t *testing.T) {
 	e := newRepoEnv(t, filepath.Join(dir, "repo"))
 	e.fails(3, "create the repository first", "backups")
 	e.ok("init")
-	e.fails(4, "already exists", "init")
+	e.fails(4, "a repository already exists at "+e.repo, "init")
+	// A directory holding something else is not made a repository.
+	busy := filepath.Join(dir, "busy")
+	os.MkdirAll(busy, 0o755)
+	os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("mine\n"), 0o644)
+	newRepoEnv(t, busy).fails(4, "creating a repository at "+busy+": the location is not empty", "init")
+	if names, _ := os.ReadDir(busy); len(names) != 1 {
+		t.Fatalf("a refused init left %d entries in %s, want 1", len(names), busy)
+	}
 
 	// An image backup of a raw and of a qcow2 file, restored both ways.
 	raw := filepath.Join(dir, "disk.raw")
