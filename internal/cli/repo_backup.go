@@ -492,7 +492,7 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 			}
 			st, err := r.RestoreFiles(ctx, m, target, opts)
 			p.finish()
-			if core.IsNotFound(err) && len(includes) > 0 {
+			if core.CodeOf(err) == filebackup.CodeNoSuchPath {
 				err = fmt.Errorf("%w%s", err, topLevelHint(m))
 			}
 			// The entries that failed or lost metadata, also when the

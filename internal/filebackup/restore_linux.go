@@ -159,13 +159,13 @@ func checkIncludes(ctx context.Context, repo Repository, root *Tree, includes []
 		for i, c := range inc.comps {
 			n := t.Find(c)
 			if n == nil {
-				return core.NotFound("include path %q is not in the backup", inc.arg)
+				return core.E(core.KindNotFound, CodeNoSuchPath, "include path %q is not in the backup", inc.arg)
 			}
 			if i == len(inc.comps)-1 {
 				break
 			}
 			if n.Type != TypeDir {
-				return core.NotFound("include path %q is not in the backup (%q is a %s)", inc.arg, strings.Join(inc.comps[:i+1], "/"), n.Type)
+				return core.E(core.KindNotFound, CodeNoSuchPath, "include path %q is not in the backup (%q is a %s)", inc.arg, strings.Join(inc.comps[:i+1], "/"), n.Type)
 			}
 			var err error
 			if t, err = LoadTree(ctx, repo, n.Subtree); err != nil {

@@ -220,3 +220,7 @@ func displayPath(p string) string {
 	}
 	return p
 }
+
+// CodeNoSuchPath is the code of the error a restore returns, before writing
+// anything, when an include path names nothing in the backup.
+const CodeNoSuchPath = "no_such_path"
