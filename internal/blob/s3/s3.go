@@ -431,7 +431,7 @@ func (s *Store) open(ctx context.Context, name string, offset, length int64) (io
 		}
 		want = info.Size
 	}
-	return blob.ExactReadCloser(&transientBody{rc: body}, name, want), nil
+	return blob.ExactReadCloser(&transientBody{ctx: ctx, rc: body}, name, want), nil
 }
 
 // invalidRange answers a 416: an empty reader when the range is "to the end"
@@ -462,11 +462,23 @@ func contentRangeTotal(v string) (int64, bool) {
 
 // transientBody marks read errors of a response body as transient (the
 // connection broke), except cancellation.
-type transientBody struct{ rc io.ReadCloser }
+type transientBody struct {
+	ctx context.Context
+	rc  io.ReadCloser
+}
 
+// Read fails with the context's error once it is done: the HTTP transport
+// notices a cancelled request only when it next reads from the network, and
+// what it has already received would still be read.
 func (b *transientBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
+		if cerr := b.ctx.Err(); cerr != nil {
+			return n, cerr
+		}
 		err = blob.Transient(err)
 	}
 	return n, err
