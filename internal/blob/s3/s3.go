@@ -322,7 +322,7 @@ func (s *Store) Save(ctx context.Context, name string, r io.Reader, size int64) 
 		return fmt.Errorf("saving blob %s: %w", name, err)
 	}
 	defer s.release()
-	body := &recordingReader{r: blob.SizedReader(r, size, name)}
+	body := &recordingReader{ctx: ctx, r: blob.SizedReader(r, size, name)}
 	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), body, size, minio.PutObjectOptions{
 		ContentType:          "application/octet-stream",
 		PartSize:             uint64(s.cfg.PartSize),
@@ -346,9 +346,12 @@ func (s *Store) Save(ctx context.Context, name string, r io.Reader, size int64) 
 // tell a failing source from a failing upload, and stops reading once closed:
 // net/http may still read a request body after the request failed, and the
 // caller's reader must be left alone once Save has returned (Retry rewinds
-// it for the next attempt).
+// it for the next attempt). Once the Save's context is done it gives no more
+// bytes: the HTTP transport notices a cancelled request only between writes,
+// and could otherwise send the whole body, which the server would store.
 type recordingReader struct {
 	mu     sync.Mutex
+	ctx    context.Context
 	r      io.Reader
 	err    error
 	closed bool
@@ -361,6 +364,9 @@ func (r *recordingReader) Read(p []byte) (int, error) {
 	defer r.mu.Unlock()
 	if r.closed {
 		return 0, errSaveEnded
+	}
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
 	}
 	n, err := r.r.Read(p)
 	if err != nil && err != io.EOF {
