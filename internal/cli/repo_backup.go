@@ -396,7 +396,10 @@ func topLevelHint(m *format.Manifest) string {
 
 func (ra *repoApp) lsCommand() *cobra.Command {
 	var f filterFlags
-	cmd := &cobra.Command{Use: "ls BACKUP [PATH]", Short: "List the files of a backup (below PATH)", Args: cobra.RangeArgs(1, 2)}
+	cmd := &cobra.Command{Use: "ls BACKUP [PATH]", Short: "List the files of a backup (below PATH)", Args: cobra.RangeArgs(1, 2),
+		Long: `List the files of a file backup, or those below PATH. Each backed-up path is a
+top-level name in the backup (/srv/www is www); PATH may be given that way
+(www/index.html) or as it was on the host (/srv/www/index.html).`}
 	f.add(cmd)
 	cmd.RunE = ra.run(func(ctx context.Context, args []string) error {
 		r, err := ra.open(ctx, true)
@@ -460,7 +463,7 @@ func (ra *repoApp) restoreCommand() *cobra.Command {
 	f.add(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&target, "target", "", "restore files into this directory")
-	fl.StringArrayVar(&includes, "include", nil, "restore only this path of the backup, with everything below it (repeatable)")
+	fl.StringArrayVar(&includes, "include", nil, "restore only this path of the backup, with everything below it (repeatable); www/x or, as on the host, /srv/www/x")
 	fl.StringVar(&toFile, "to-file", "", "restore an image backup to this file: .qcow2 makes a qcow2 image, anything else raw (sparse); never a device")
 	ra.addNoLock(cmd)
 	fl.BoolVar(&overwrite, "overwrite", false, "replace existing files (and an existing --to-file, keeping its mode and owner)")
