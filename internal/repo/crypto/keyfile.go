@@ -152,6 +152,7 @@ func NewKeyFile(master *MasterKey, password []byte, params KDFParams) (*KeyFile,
 func (kf *KeyFile) kek(password []byte) *MasterKey {
 	p := kf.Params
 	k := &MasterKey{}
+	prepareKDFMemory(int(p.MemoryKiB) << 10)
 	copy(k.Encrypt[:], argon2.IDKey(password, kf.Salt, p.Time, p.MemoryKiB, p.Threads, KeySize))
 	// The KDF's memory (64 MiB by default) is garbage now. Collect it at
 	// once, so that what the caller allocates next (a backup's buffers)
