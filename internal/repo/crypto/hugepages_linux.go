@@ -4,6 +4,7 @@ package crypto
 
 import (
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,9 +35,18 @@ func prepareKDFMemory(n int) {
 	// Advice only: on a kernel without transparent huge pages it fails and
 	// the pages below are ordinary ones.
 	_ = unix.Madvise(b[off:off+span], unix.MADV_HUGEPAGE)
-	for i := off; i < off+span; i += hugePage {
-		b[i] = 1
+	// The kernel zeroes each huge page as it is touched; on a virtual
+	// machine that is as slow as the faults were, so every core takes a share.
+	workers := min(runtime.GOMAXPROCS(0), span/hugePage)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := off + w*hugePage; i < off+span; i += workers * hugePage {
+				b[i] = 1
+			}
+		})
 	}
+	wg.Wait()
 	runtime.KeepAlive(b)
 	runtime.GC()
 }
