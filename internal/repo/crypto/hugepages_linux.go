@@ -3,6 +3,8 @@
 package crypto
 
 import (
+	"bytes"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -10,7 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const hugePage = 2 << 20
+const (
+	hugePage = 2 << 20
+	thpMode  = "/sys/kernel/mm/transparent_hugepage/enabled"
+)
 
 // prepareKDFMemory readies n bytes of the Go heap for the key derivation that
 // follows. argon2 allocates its memory (64 MiB by default) fresh and touches
@@ -18,31 +23,38 @@ const hugePage = 2 << 20
 // that hands free memory back to its host cost more than the derivation
 // itself (measured: 190-220 ms for the first derivation of a process, 75 ms
 // for the next). Here the same amount is allocated, offered to the kernel for
-// transparent huge pages (MADV_HUGEPAGE; honoured when the system's setting is
-// "madvise" or "always"), touched once per 2 MiB and freed; the heap hands
-// those pages to argon2's allocation right after, so it faults a few dozen
-// times instead. Where huge pages are off or the heap places argon2's memory
-// elsewhere, the derivation costs what it did without this, and the result
-// is the same either way: this only changes where the memory comes from.
+// transparent huge pages (MADV_HUGEPAGE), touched from every core and freed;
+// the heap hands those pages to argon2's allocation right after, so it
+// faults a few dozen times instead. Where huge pages are off (the system's
+// setting is "never") nothing is done. Where the kernel has no huge page to
+// give, the touching takes the small pages' faults, from every core, as
+// argon2 would have. The derived key is the same either way: this only
+// changes where its memory comes from.
 func prepareKDFMemory(n int) {
 	if n < 4*hugePage {
+		return
+	}
+	if mode, err := os.ReadFile(thpMode); err != nil || bytes.Contains(mode, []byte("[never]")) {
 		return
 	}
 	b := make([]byte, n+hugePage)
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 	off := int((p+hugePage-1)&^(hugePage-1) - p)
 	span := (len(b) - off) &^ (hugePage - 1)
-	// Advice only: on a kernel without transparent huge pages it fails and
-	// the pages below are ordinary ones.
+	// Advice only: where it fails the pages below are ordinary ones.
 	_ = unix.Madvise(b[off:off+span], unix.MADV_HUGEPAGE)
-	// The kernel zeroes each huge page as it is touched; on a virtual
-	// machine that is as slow as the faults were, so every core takes a share.
+	// Each core takes every so many 2 MiB blocks and touches each 4 KiB page
+	// of them: a huge page faults on its first byte (the kernel zeroing it,
+	// which on a virtual machine is as slow as the faults were), its other
+	// pages cost a write each.
 	workers := min(runtime.GOMAXPROCS(0), span/hugePage)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for i := off + w*hugePage; i < off+span; i += workers * hugePage {
-				b[i] = 1
+			for blk := off + w*hugePage; blk < off+span; blk += workers * hugePage {
+				for i := blk; i < blk+hugePage; i += 4096 {
+					b[i] = 1
+				}
 			}
 		})
 	}
