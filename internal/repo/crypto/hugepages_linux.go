@@ -34,7 +34,7 @@ func prepareKDFMemory(n int) {
 	if n < 4*hugePage {
 		return
 	}
-	if mode, err := os.ReadFile(thpMode); err != nil || bytes.Contains(mode, []byte("[never]")) {
+	if hugePagesOff() {
 		return
 	}
 	b := make([]byte, n+hugePage)
@@ -61,4 +61,11 @@ func prepareKDFMemory(n int) {
 	wg.Wait()
 	runtime.KeepAlive(b)
 	runtime.GC()
+}
+
+// hugePagesOff reports whether the system gives no transparent huge pages
+// (its setting is "never", or the kernel has none).
+func hugePagesOff() bool {
+	mode, err := os.ReadFile(thpMode)
+	return err != nil || bytes.Contains(mode, []byte("[never]"))
 }
